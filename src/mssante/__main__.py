@@ -1,0 +1,3 @@
+from mssante.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Typed audit events and their append-only, hash-chained log."""

@@ -1,0 +1,74 @@
+"""Audit events: every traced action is a member of :class:`AuditEvent`.
+
+MSSanté operators must trace every action on a mailbox with its author, time, action and
+request (see docs/audit.md). Free text never names an action: add a member here instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class AuditEvent(StrEnum):
+    # PKI
+    PKI_INITIALISED = "pki.initialised"
+    CERTIFICATE_ISSUED = "pki.certificate_issued"
+    CERTIFICATE_REVOKED = "pki.certificate_revoked"
+    CRL_REFRESHED = "pki.crl_refreshed"
+    CRL_REFRESH_FAILED = "pki.crl_refresh_failed"
+    # Whitelist, operator side
+    WHITELIST_ACCEPTED = "whitelist.accepted"
+    WHITELIST_UNCHANGED = "whitelist.unchanged"
+    WHITELIST_FETCH_FAILED = "whitelist.fetch_failed"
+    WHITELIST_REJECTED = "whitelist.rejected"
+    # Authority
+    WHITELIST_PUBLISHED = "authority.whitelist_published"
+    OPERATOR_REGISTERED = "authority.operator_registered"
+    OPERATOR_UPDATED = "authority.operator_updated"
+    OPERATOR_REMOVED = "authority.operator_removed"
+    DOMAIN_ADDED = "authority.domain_added"
+    DOMAIN_REMOVED = "authority.domain_removed"
+    ADMIN_ACCESS_DENIED = "authority.admin_access_denied"
+    # Accounts and mailboxes
+    PROFESSIONAL_CREATED = "account.professional_created"
+    MAILBOX_CREATED = "mailbox.created"
+    MAILBOX_UPDATED = "mailbox.updated"
+    MAILBOX_CLOSED = "mailbox.closed"
+    ACCOUNT_CREATED = "account.created"
+    CREDENTIAL_SET = "account.credential_set"
+    # The audit log itself
+    AUDIT_VERIFIED = "audit.verified"
+
+
+SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One traced action: who did what to what, when, and in which request."""
+
+    event: AuditEvent
+    actor: str
+    target: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class AuditSink(Protocol):
+    """Where audit records go. The database log implements it; tests may collect in a list."""
+
+    def record(self, record: AuditRecord) -> None: ...
+
+
+class ListSink:
+    """An in-memory sink, for tests and for code run without a database."""
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+
+    def record(self, record: AuditRecord) -> None:
+        self.records.append(record)

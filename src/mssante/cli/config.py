@@ -1,0 +1,10 @@
+"""`mssante config`: (to be written)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(name="config")
+def group() -> None:
+    """(to be written)"""

@@ -1,0 +1,48 @@
+"""Entry point of the ``mssante`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mssante import __version__
+from mssante.cli import audit as audit_cli
+from mssante.cli import authority as authority_cli
+from mssante.cli import config as config_cli
+from mssante.cli import db as db_cli
+from mssante.cli import demo as demo_cli
+from mssante.cli import operator as operator_cli
+from mssante.cli import pki as pki_cli
+from mssante.cli import trust as trust_cli
+from mssante.errors import MssanteError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mssante")
+def cli() -> None:
+    """mssante: messagerie sécurisée de santé (MSSanté), opérateur et autorité.
+
+    An MSSanté operator and trust-space authority. Every verb has --help.
+    """
+
+
+for group in (
+    config_cli.group,
+    db_cli.group,
+    audit_cli.group,
+    pki_cli.group,
+    trust_cli.group,
+    authority_cli.group,
+    operator_cli.group,
+):
+    cli.add_command(group)
+cli.add_command(demo_cli.demo)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except MssanteError as exc:  # pragma: no cover - click usually handles via ClickException
+        click.echo(f"mssante: {exc.public}", err=True)
+        sys.exit(1)

@@ -1,0 +1,297 @@
+"""Typed configuration: a TOML file, then ``MSSANTE_*`` environment variables over it.
+
+Nothing reads configuration from a global: :func:`load_settings` builds a :class:`Settings`
+object and the caller passes it (or the part it needs) down. Every field carries a description;
+``mssante config sample`` prints them as an annotated TOML file.
+
+Environment overrides use ``MSSANTE_`` then the section and field joined by ``__``, for example
+``MSSANTE_DATABASE__URL=postgresql+psycopg://postgres@127.0.0.1/test``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mssante.errors import ConfigError
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    AUTHORITY = "authority"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class DatabaseSettings(BaseModel):
+    url: str = Field(
+        "",
+        description=(
+            "SQLAlchemy URL of the metadata database. Empty: SQLite in data_dir/mssante.db "
+            "(WAL mode). For scale: postgresql+psycopg://user@host:5432/dbname"
+        ),
+    )
+    schema_name: str = Field(
+        "",
+        description="PostgreSQL schema to use (search_path); empty for the database's default",
+    )
+    echo: bool = Field(False, description="Log every SQL statement (debugging only)")
+
+
+class BlobSettings(BaseModel):
+    path: Path | None = Field(
+        None,
+        description="Folder of the content-addressed message store. Empty: data_dir/blobs",
+    )
+
+
+class LogSettings(BaseModel):
+    level: str = Field("INFO", description="Lowest level logged: DEBUG, INFO, WARNING, ERROR")
+    format: LogFormat = Field(
+        LogFormat.CONSOLE, description="console (for people) or json (one object per line)"
+    )
+
+
+class PkiSettings(BaseModel):
+    trust_anchors: list[Path] = Field(
+        default_factory=list,
+        description="PEM files of the root certificates trusted (IGC-Santé roots, or the test PKI's)",
+    )
+    intermediates: list[Path] = Field(
+        default_factory=list,
+        description="PEM files of intermediate CA certificates used to build chains",
+    )
+    crl_sources: list[str] = Field(
+        default_factory=list,
+        description="CRLs to check revocation against: file paths or http(s) URLs",
+    )
+    crl_cache_dir: Path | None = Field(
+        None,
+        description="Where the last valid CRLs are kept. Empty: data_dir/crl",
+    )
+    require_revocation_check: bool = Field(
+        True,
+        description="Refuse a certificate whose issuer has no valid CRL at hand",
+    )
+
+
+class TlsSettings(BaseModel):
+    certificate: Path | None = Field(
+        None, description="PEM certificate this node presents (server and client side)"
+    )
+    key: Path | None = Field(None, description="PEM private key of that certificate")
+    chain: Path | None = Field(
+        None, description="PEM intermediate certificates sent along with it"
+    )
+
+
+class WhitelistSettings(BaseModel):
+    url: str = Field(
+        "",
+        description="Where the authority publishes the whitelist (https URL); its detached "
+        "signature is fetched from the same URL with '.p7s' appended",
+    )
+    signer_dn: str = Field(
+        "",
+        description="If set, the signer certificate's subject DN must equal this (RFC 4514)",
+    )
+    refresh_seconds: int = Field(
+        86400, ge=60, description="How often the whitelist is fetched again (default: daily)"
+    )
+    max_bytes: int = Field(
+        50_000_000, ge=1024, description="A whitelist larger than this is refused"
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where the last good list and its signature are kept. Empty: data_dir/whitelist",
+    )
+
+
+class OperatorSettings(BaseModel):
+    name: str = Field("", description="The operator's organisation name")
+    structure_id: str = Field("", description="Its IdNatStruct, e.g. 341459958900028")
+    domains: list[str] = Field(
+        default_factory=list, description="Mail domains this operator serves"
+    )
+
+
+class AuthoritySettings(BaseModel):
+    listen_host: str = Field("127.0.0.1", description="Address the authority's HTTPS server binds")
+    listen_port: int = Field(8443, ge=0, le=65535, description="Port of the authority's HTTPS server")
+    signing_certificate: Path | None = Field(
+        None, description="PEM certificate used to sign the whitelist"
+    )
+    signing_key: Path | None = Field(None, description="PEM private key used to sign the whitelist")
+    signing_chain: Path | None = Field(
+        None, description="PEM intermediates included in the signature"
+    )
+    admin_token_file: Path | None = Field(
+        None,
+        description="File holding the bearer token that the JSON admin API requires. "
+        "Empty: data_dir/authority-admin.token (created on first start)",
+    )
+
+
+class Settings(BaseSettings):
+    """All of one node's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MSSANTE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    role: Role = Field(Role.OPERATOR, description="operator or authority")
+    data_dir: Path = Field(
+        Path("./mssante-data"), description="Folder of this node's state (database, blobs, caches)"
+    )
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+    blobs: BlobSettings = Field(default_factory=BlobSettings)  # type: ignore[arg-type]
+    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    pki: PkiSettings = Field(default_factory=PkiSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)  # type: ignore[arg-type]
+    whitelist: WhitelistSettings = Field(default_factory=WhitelistSettings)  # type: ignore[arg-type]
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)  # type: ignore[arg-type]
+    authority: AuthoritySettings = Field(default_factory=AuthoritySettings)  # type: ignore[arg-type]
+
+    # -- derived paths -------------------------------------------------------------------------
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'mssante.db'}"
+
+    def blob_dir(self) -> Path:
+        return self.blobs.path or self.data_dir / "blobs"
+
+    def crl_cache_dir(self) -> Path:
+        return self.pki.crl_cache_dir or self.data_dir / "crl"
+
+    def whitelist_cache_dir(self) -> Path:
+        return self.whitelist.cache_dir or self.data_dir / "whitelist"
+
+    def admin_token_file(self) -> Path:
+        return self.authority.admin_token_file or self.data_dir / "authority-admin.token"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (TOML) if given, apply the environment, then ``overrides``.
+
+    Relative paths in the file are taken relative to the file's folder, so a configuration
+    folder can be moved as a whole.
+    """
+    file_data = _read_toml(path) if path else {}
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            toml = _DictSource(settings_cls, file_data)
+            return (init_settings, env_settings, toml)
+
+    try:
+        loaded = _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    settings = Settings.model_validate(loaded.model_dump())
+    if path:
+        settings = _resolve_relative(settings, path.parent.resolve())
+    return settings
+
+
+class _DictSource(TomlConfigSettingsSource):
+    """A TOML source from data already read, so that read errors are ours to word."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        self._data = data
+        super().__init__(settings_cls)
+
+    def _read_files(self, files: Any, deep_merge: bool = False) -> dict[str, Any]:
+        return self._data
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f"{path}: " if path else ""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    return f"{where}invalid configuration at '{field}': {first['msg']}"
+
+
+def _resolve_relative(settings: Settings, base: Path) -> Settings:
+    def fix(value: Any) -> Any:
+        if isinstance(value, Path) and not value.is_absolute():
+            return base / value
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, BaseModel):
+            return value.model_copy(update={k: fix(getattr(value, k)) for k in type(value).model_fields})
+        return value
+
+    return settings.model_copy(update={k: fix(getattr(settings, k)) for k in Settings.model_fields})
+
+
+def sample_toml() -> str:
+    """An annotated configuration file with every field, its default and its description."""
+    lines = [
+        "# mssante configuration. Every field is optional; shown with its default.",
+        "# Environment variables override it: MSSANTE_<SECTION>__<FIELD>, e.g. MSSANTE_LOG__LEVEL.",
+        "",
+    ]
+    sections: list[tuple[str, type[BaseModel]]] = []
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            sections.append((name, annotation))
+            continue
+        lines += _field_lines(name, field.description, field.get_default(call_default_factory=True))
+    for name, model in sections:
+        lines += ["", f"[{name}]"]
+        for fname, field in model.model_fields.items():
+            lines += _field_lines(fname, field.description, field.get_default(call_default_factory=True))
+    return "\n".join(lines) + "\n"
+
+
+def _field_lines(name: str, description: str | None, default: Any) -> list[str]:
+    out = [f"# {description}"] if description else []
+    if default is None:  # no default: shown commented out, to be filled in
+        out.append(f'# {name} = ""')
+    else:
+        out.append(f"{name} = {_toml_value(default)}")
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value.value if isinstance(value, StrEnum) else value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
