@@ -1,0 +1,36 @@
+"""What one running node holds: its settings, database, blob store and audit log.
+
+Built once by the command line or a server's start-up and passed down; nothing else opens the
+database on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mssante.audit.log import DatabaseAuditLog
+from mssante.config import Settings
+from mssante.store.blobs import FileBlobStore
+from mssante.store.db import Database, open_database
+
+
+@dataclass
+class Node:
+    settings: Settings
+    db: Database
+    blobs: FileBlobStore
+    audit: DatabaseAuditLog
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def open_node(settings: Settings, *, migrate: bool = True) -> Node:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(
+        settings.database_url(),
+        schema=settings.database.schema_name,
+        echo=settings.database.echo,
+        migrate=migrate,
+    )
+    return Node(settings=settings, db=db, blobs=FileBlobStore(settings.blob_dir()), audit=DatabaseAuditLog(db))

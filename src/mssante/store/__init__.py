@@ -1,0 +1,1 @@
+"""Storage: the metadata database (SQLite or PostgreSQL) and the blob store."""

@@ -1,0 +1,304 @@
+"""The metadata schema (SQLAlchemy 2 declarative models).
+
+Message bodies are not here: they live in the blob store, addressed by their SHA-256. The schema
+is changed only through Alembic migrations (``store/migrations``); a test checks that the models
+and the migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+from sqlalchemy.types import TypeDecorator
+
+from mssante.errors import ImmutableFieldError
+
+# Named constraints, so that migrations are the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timestamps stored in UTC and always read back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC time")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class MailboxType(StrEnum):
+    """BAL types (MSSanté): personal, organisational, applicative, practice."""
+
+    PER = "PER"
+    ORG = "ORG"
+    APP = "APP"
+    CAB = "CAB"
+
+
+class AccountKind(StrEnum):
+    PERSON = "person"
+    APPLICATION = "application"
+
+
+class CredentialKind(StrEnum):
+    PASSWORD = "password"  # argon2id hash
+    TOTP = "totp"  # RFC 6238 shared secret (base32)
+    APP_PASSWORD = "app_password"  # argon2id hash, one per named device
+
+
+def _enum(cls: type[StrEnum], name: str) -> Enum:
+    # Stored as text with a CHECK, so that adding a member is a simple migration on both engines.
+    return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+# --- Trust space (the authority's registry) ----------------------------------------------------
+
+
+class Operator(Base):
+    """An organisation that runs mail for one or more domains of the trust space."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    structure_id: Mapped[str] = mapped_column(String(32))  # IdNatStruct
+    responsable_contact: Mapped[str] = mapped_column(String(300), default="")
+    support_contact: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    domains: Mapped[list[Domain]] = relationship(
+        back_populates="operator", cascade="all, delete-orphan", order_by="Domain.name"
+    )
+    certificate_dns: Mapped[list[OperatorCertificate]] = relationship(
+        back_populates="operator", cascade="all, delete-orphan", order_by="OperatorCertificate.dn"
+    )
+
+
+class Domain(Base):
+    """A mail domain: on the authority, a whitelist entry; on an operator, a domain it serves."""
+
+    __tablename__ = "domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    operator: Mapped[Operator | None] = relationship(back_populates="domains")
+
+
+class OperatorCertificate(Base):
+    """A subject DN an operator's MTAs present; listed for each of its domains."""
+
+    __tablename__ = "operator_certificates"
+    __table_args__ = (UniqueConstraint("operator_id", "dn"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    dn: Mapped[str] = mapped_column(String(500))
+
+    operator: Mapped[Operator] = relationship(back_populates="certificate_dns")
+
+
+# --- People, accounts, mailboxes --------------------------------------------------------------
+
+
+class Professional(Base):
+    """A health professional, known by their national id (idNat = 8+RPPS or 0+ADELI)."""
+
+    __tablename__ = "professionals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id_nat: Mapped[str] = mapped_column(String(20), unique=True)
+    id_type: Mapped[str] = mapped_column(String(8))  # RPPS or ADELI
+    id_value: Mapped[str] = mapped_column(String(16))
+    civility: Mapped[str] = mapped_column(String(16), default="")
+    last_name: Mapped[str] = mapped_column(String(200))
+    first_name: Mapped[str] = mapped_column(String(200))
+    profession_code: Mapped[str] = mapped_column(String(8), default="")
+    profession_label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Account(Base):
+    """Who logs in: a person (usually a professional) or a piece of software (APP mailbox)."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(320), unique=True)
+    kind: Mapped[AccountKind] = mapped_column(_enum(AccountKind, "account_kind"))
+    professional_id: Mapped[int | None] = mapped_column(ForeignKey("professionals.id"))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    professional: Mapped[Professional | None] = relationship()
+    credentials: Mapped[list[Credential]] = relationship(
+        back_populates="account", cascade="all, delete-orphan"
+    )
+
+
+class Credential(Base):
+    """A secret an account proves itself with. Passwords are argon2id hashes, never plain."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[CredentialKind] = mapped_column(_enum(CredentialKind, "credential_kind"))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    secret: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    account: Mapped[Account] = relationship(back_populates="credentials")
+
+
+class Mailbox(Base):
+    """A BAL. Its address and type never change after creation (MSSanté rule)."""
+
+    __tablename__ = "mailboxes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    type: Mapped[MailboxType] = mapped_column(_enum(MailboxType, "mailbox_type"))
+    liste_rouge: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    owner_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    owner_professional_id: Mapped[int | None] = mapped_column(ForeignKey("professionals.id"))
+    structure_id: Mapped[str] = mapped_column(String(32), default="")  # IdNatStruct, ORG/APP
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    owner_account: Mapped[Account | None] = relationship()
+    owner_professional: Mapped[Professional | None] = relationship()
+    folders: Mapped[list[Folder]] = relationship(
+        back_populates="mailbox", cascade="all, delete-orphan"
+    )
+
+    @validates("address", "type")
+    def _immutable(self, key: str, value: Any) -> Any:
+        current = self.__dict__.get(key)
+        if current is not None and current != value:
+            raise ImmutableFieldError(f"a mailbox's {key} cannot change after creation")
+        if key == "address":
+            return str(value).lower()
+        return value
+
+
+class Folder(Base):
+    """An IMAP-style folder of one mailbox, with its UID counters (RFC 9051 §2.3.1.1)."""
+
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    special_use: Mapped[str] = mapped_column(String(16), default="")  # RFC 6154: \Sent, \Trash…
+    uid_validity: Mapped[int] = mapped_column(BigInteger)
+    uid_next: Mapped[int] = mapped_column(BigInteger, default=1)
+
+    mailbox: Mapped[Mailbox] = relationship(back_populates="folders")
+
+
+class Message(Base):
+    """One stored message body (immutable), shared by every mailbox entry that points at it."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str] = mapped_column(String(998), default="", index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_address: Mapped[str] = mapped_column(String(320), default="")
+    date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class MailboxEntry(Base):
+    """A message as it appears in one folder: its UID, flags and arrival time."""
+
+    __tablename__ = "mailbox_entries"
+    __table_args__ = (UniqueConstraint("folder_id", "uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    flags: Mapped[str] = mapped_column(String(500), default="")  # space-separated, sorted
+    internal_date: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    message: Mapped[Message] = relationship()
+
+
+# --- Audit -------------------------------------------------------------------------------------
+
+
+class AuditEntry(Base):
+    """One append-only audit entry, chained to the previous one by its hash (docs/audit.md)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(320), index=True)
+    target: Mapped[str] = mapped_column(String(1000), index=True)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's last sequence number and hash; its row lock serialises appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
