@@ -7,25 +7,15 @@ test gets a schema of its own, dropped afterwards, so runs never see each other'
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from mssante.store.db import Database, open_database
+from support import drop_schema, is_postgres, new_schema_name, selected_database_url
 
 DATA = Path(__file__).parent / "data"
-
-
-def selected_database_url() -> str:
-    return os.environ.get("MSSANTE_TEST_DATABASE", "sqlite")
-
-
-def is_postgres() -> bool:
-    return selected_database_url().startswith("postgresql")
 
 
 @pytest.fixture
@@ -39,18 +29,9 @@ def database_settings(tmp_path: Path) -> Iterator[tuple[str, str]]:
     if not is_postgres():
         yield f"sqlite:///{tmp_path / 'test.db'}", ""
         return
-    schema = f"t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    schema = new_schema_name()
     yield selected_database_url(), schema
-    _drop_schema(schema)
-
-
-def _drop_schema(schema: str) -> None:
-    admin = Database(selected_database_url())
-    try:
-        with admin.engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
+    drop_schema(schema)
 
 
 @pytest.fixture

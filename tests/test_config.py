@@ -46,7 +46,10 @@ def test_database_url_defaults_to_sqlite_in_data_dir(tmp_path: Path) -> None:
     [
         ("role = [", "not valid TOML"),
         ('role = "king"', "invalid configuration at 'role'"),
-        ("[whitelist]\nrefresh_seconds = 5", "invalid configuration at 'whitelist.refresh_seconds'"),
+        (
+            "[whitelist]\nrefresh_seconds = 5",
+            "invalid configuration at 'whitelist.refresh_seconds'",
+        ),
         ("unknown_key = 1", "invalid configuration at 'unknown_key'"),
     ],
 )

@@ -93,9 +93,7 @@ class TlsSettings(BaseModel):
         None, description="PEM certificate this node presents (server and client side)"
     )
     key: Path | None = Field(None, description="PEM private key of that certificate")
-    chain: Path | None = Field(
-        None, description="PEM intermediate certificates sent along with it"
-    )
+    chain: Path | None = Field(None, description="PEM intermediate certificates sent along with it")
 
 
 class WhitelistSettings(BaseModel):
@@ -130,7 +128,9 @@ class OperatorSettings(BaseModel):
 
 class AuthoritySettings(BaseModel):
     listen_host: str = Field("127.0.0.1", description="Address the authority's HTTPS server binds")
-    listen_port: int = Field(8443, ge=0, le=65535, description="Port of the authority's HTTPS server")
+    listen_port: int = Field(
+        8443, ge=0, le=65535, description="Port of the authority's HTTPS server"
+    )
     signing_certificate: Path | None = Field(
         None, description="PEM certificate used to sign the whitelist"
     )
@@ -158,14 +158,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("./mssante-data"), description="Folder of this node's state (database, blobs, caches)"
     )
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
-    blobs: BlobSettings = Field(default_factory=BlobSettings)  # type: ignore[arg-type]
-    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    blobs: BlobSettings = Field(default_factory=BlobSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     pki: PkiSettings = Field(default_factory=PkiSettings)
-    tls: TlsSettings = Field(default_factory=TlsSettings)  # type: ignore[arg-type]
-    whitelist: WhitelistSettings = Field(default_factory=WhitelistSettings)  # type: ignore[arg-type]
-    operator: OperatorSettings = Field(default_factory=OperatorSettings)  # type: ignore[arg-type]
-    authority: AuthoritySettings = Field(default_factory=AuthoritySettings)  # type: ignore[arg-type]
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    whitelist: WhitelistSettings = Field(default_factory=WhitelistSettings)
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)
+    authority: AuthoritySettings = Field(default_factory=AuthoritySettings)
 
     # -- derived paths -------------------------------------------------------------------------
     def database_url(self) -> str:
@@ -250,7 +250,9 @@ def _resolve_relative(settings: Settings, base: Path) -> Settings:
         if isinstance(value, list):
             return [fix(v) for v in value]
         if isinstance(value, BaseModel):
-            return value.model_copy(update={k: fix(getattr(value, k)) for k in type(value).model_fields})
+            return value.model_copy(
+                update={k: fix(getattr(value, k)) for k in type(value).model_fields}
+            )
         return value
 
     return settings.model_copy(update={k: fix(getattr(settings, k)) for k in Settings.model_fields})
@@ -273,7 +275,9 @@ def sample_toml() -> str:
     for name, model in sections:
         lines += ["", f"[{name}]"]
         for fname, field in model.model_fields.items():
-            lines += _field_lines(fname, field.description, field.get_default(call_default_factory=True))
+            lines += _field_lines(
+                fname, field.description, field.get_default(call_default_factory=True)
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -33,4 +33,9 @@ def open_node(settings: Settings, *, migrate: bool = True) -> Node:
         echo=settings.database.echo,
         migrate=migrate,
     )
-    return Node(settings=settings, db=db, blobs=FileBlobStore(settings.blob_dir()), audit=DatabaseAuditLog(db))
+    return Node(
+        settings=settings,
+        db=db,
+        blobs=FileBlobStore(settings.blob_dir()),
+        audit=DatabaseAuditLog(db),
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import delete, update
@@ -30,7 +31,7 @@ def test_a_clean_chain_verifies(db: Database) -> None:
     entries = list(log.entries())
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0].prev_hash == "0" * 64
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
 
 
 def test_an_altered_entry_is_named(db: Database) -> None:
@@ -51,8 +52,15 @@ def test_an_altered_entry_with_recomputed_hash_is_still_found(db: Database) -> N
         e = s.get(AuditEntry, 2)
         assert e is not None
         e.target = "forged@x.fr"
-        e.hash = entry_hash(seq=e.seq, at=e.at, event=e.event, actor=e.actor,
-                            target=e.target, context=e.context, prev_hash=e.prev_hash)
+        e.hash = entry_hash(
+            seq=e.seq,
+            at=e.at,
+            event=e.event,
+            actor=e.actor,
+            target=e.target,
+            context=e.context,
+            prev_hash=e.prev_hash,
+        )
     report = verify_chain(db)
     assert [(p.seq, p.kind) for p in report.problems] == [(2, "relinked")]
 

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from mssante.errors import ImmutableFieldError
 from mssante.store.db import Database
 from mssante.store.migrate import current
-from mssante.store.models import Base, Folder, Mailbox, MailboxType, Message, MailboxEntry
+from mssante.store.models import Base, Folder, Mailbox, MailboxEntry, MailboxType, Message
 
 
 def test_migrations_reach_head_and_match_the_models(db: Database) -> None:
@@ -38,7 +38,9 @@ def test_mailbox_address_and_type_are_immutable(db: Database) -> None:
     with db.session() as s:
         box = s.execute(select(Mailbox)).scalar_one()
         assert (box.address, box.type, box.liste_rouge) == (
-            "secretariat@ch-nord.mssante.fr", MailboxType.ORG, True,
+            "secretariat@ch-nord.mssante.fr",
+            MailboxType.ORG,
+            True,
         )
 
 
@@ -67,5 +69,5 @@ def test_naive_datetimes_are_refused(db: Database) -> None:
     from datetime import datetime
 
     with pytest.raises(Exception, match="naive datetime"), db.session() as s:
-        s.add(Message(blob_sha256="0" * 64, size=1, date=datetime(2026, 1, 1)))  # noqa: DTZ001
+        s.add(Message(blob_sha256="0" * 64, size=1, date=datetime(2026, 1, 1)))
         s.flush()

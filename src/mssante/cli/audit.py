@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from mssante.audit.log import iter_entries, verify_chain
-from mssante.cli.common import config_option, friendly_errors, json_option, print_json, settings_from
+from mssante.cli.common import (
+    config_option,
+    friendly_errors,
+    json_option,
+    print_json,
+    settings_from,
+)
 from mssante.runtime import open_node
 
 
@@ -27,8 +33,13 @@ def verify(config_path: Path | None, as_json: bool) -> None:
     report = verify_chain(node.db)
     node.close()
     if as_json:
-        print_json({"entries": report.entries, "ok": report.ok,
-                    "problems": [p.__dict__ for p in report.problems]})
+        print_json(
+            {
+                "entries": report.entries,
+                "ok": report.ok,
+                "problems": [p.__dict__ for p in report.problems],
+            }
+        )
     elif report.ok:
         click.echo(f"audit log intact: {report.entries} entries, chain verified")
     else:
@@ -50,8 +61,19 @@ def list_(config_path: Path | None, as_json: bool, since: int, events: tuple[str
     rows = [e for e in iter_entries(node.db, since_seq=since) if not events or e.event in events]
     node.close()
     if as_json:
-        print_json([{"seq": e.seq, "at": e.at.isoformat(), "event": e.event, "actor": e.actor,
-                     "target": e.target, "context": e.context} for e in rows])
+        print_json(
+            [
+                {
+                    "seq": e.seq,
+                    "at": e.at.isoformat(),
+                    "event": e.event,
+                    "actor": e.actor,
+                    "target": e.target,
+                    "context": e.context,
+                }
+                for e in rows
+            ]
+        )
         return
     for e in rows:
         click.echo(f"{e.seq:>6}  {e.at:%Y-%m-%d %H:%M:%S}  {e.event:<32} {e.actor}  →  {e.target}")

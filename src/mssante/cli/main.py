@@ -14,6 +14,7 @@ from mssante.cli import db as db_cli
 from mssante.cli import demo as demo_cli
 from mssante.cli import operator as operator_cli
 from mssante.cli import pki as pki_cli
+from mssante.cli import serve as serve_cli
 from mssante.cli import trust as trust_cli
 from mssante.errors import MssanteError
 
@@ -38,6 +39,7 @@ for group in (
 ):
     cli.add_command(group)
 cli.add_command(demo_cli.demo)
+cli.add_command(serve_cli.serve)
 
 
 def main() -> None:

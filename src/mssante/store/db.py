@@ -94,7 +94,9 @@ def _postgres_engine(url: str, *, schema: str, echo: bool) -> Engine:
     return engine
 
 
-def open_database(url: str, *, schema: str = "", echo: bool = False, migrate: bool = True) -> Database:
+def open_database(
+    url: str, *, schema: str = "", echo: bool = False, migrate: bool = True
+) -> Database:
     db = Database(url, schema=schema, echo=echo)
     if migrate:
         db.migrate()

@@ -81,14 +81,16 @@ class AccountKind(StrEnum):
 
 
 class CredentialKind(StrEnum):
-    PASSWORD = "password"  # argon2id hash
+    PASSWORD = "password"  # noqa: S105 - a kind name; the value stored is an argon2id hash
     TOTP = "totp"  # RFC 6238 shared secret (base32)
-    APP_PASSWORD = "app_password"  # argon2id hash, one per named device
+    APP_PASSWORD = "app_password"  # noqa: S105 - argon2id hash, one per named device
 
 
 def _enum(cls: type[StrEnum], name: str) -> Enum:
     # Stored as text with a CHECK, so that adding a member is a simple migration on both engines.
-    return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    return Enum(
+        cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 # --- Trust space (the authority's registry) ----------------------------------------------------
@@ -186,7 +188,9 @@ class Credential(Base):
     __tablename__ = "credentials"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
     kind: Mapped[CredentialKind] = mapped_column(_enum(CredentialKind, "credential_kind"))
     label: Mapped[str] = mapped_column(String(100), default="")
     secret: Mapped[str] = mapped_column(String(500))

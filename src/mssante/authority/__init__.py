@@ -1,0 +1,1 @@
+"""The trust-space authority: operator registry, whitelist signing and publication."""

@@ -1,0 +1,285 @@
+"""`mssante demo`: a whole local trust space on loopback.
+
+Stages: make a fresh test PKI; write the authority's and two operators' configuration; register
+both operators at the authority (which signs and publishes the whitelist); start one
+``mssante serve`` process per role; wait until every operator holds the verified list; write
+``demo.json``; wait for Ctrl-C and stop every process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mssante.authority.publish import LIST_NAME, Signer
+from mssante.authority.registry import Actor, DomainSpec, OperatorSpec
+from mssante.authority.service import AuthorityService
+from mssante.config import Settings, load_settings
+from mssante.errors import MssanteError
+from mssante.pki.ca import TestPki
+from mssante.pki.ids import luhn_key
+from mssante.pki.names import departement_label
+from mssante.runtime import open_node
+
+READY_TIMEOUT = 60.0
+DatabaseFor = Callable[[str], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class DemoOperator:
+    slug: str
+    organisation: str
+    domain: str
+    departement: str
+    finess: str  # 8 digits; the Luhn key is added
+
+    @property
+    def structure_id(self) -> str:
+        return "1" + self.finess + luhn_key(self.finess)
+
+    @property
+    def mta_host(self) -> str:
+        return f"smtp.{self.domain}"
+
+
+OPERATORS = (
+    DemoOperator("hopital-nord", "HOPITAL NORD", "hopital-nord.mssante.test", "13", "13000001"),
+    DemoOperator("cabinet-sud", "CABINET SUD", "cabinet-sud.mssante.test", "31", "31000002"),
+)
+
+
+@dataclass
+class DemoLayout:
+    root: Path
+    base_port: int
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    database_for: DatabaseFor | None = None
+
+    def database(self, node: str) -> dict[str, Any]:
+        return {"database": self.database_for(node)} if self.database_for else {}
+
+    @property
+    def authority_port(self) -> int:
+        return self.base_port
+
+    def operator_ports(self, index: int) -> dict[str, int]:
+        first = self.base_port + 10 * (index + 1)
+        return {
+            "smtp": first,
+            "submission": first + 1,
+            "submissions": first + 2,
+            "imap": first + 3,
+            "imaps": first + 4,
+            "web": first + 5,
+        }
+
+    @property
+    def whitelist_url(self) -> str:
+        return f"https://localhost:{self.authority_port}/{LIST_NAME}"
+
+
+def _toml(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    for name, table in tables.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def build(layout: DemoLayout, database_for: DatabaseFor | None = None) -> dict[str, Any]:
+    """Write the PKI, the configurations and the registry; return the demo.json content.
+
+    ``database_for(node_name)`` may give a node a ``[database]`` section (tests run the trust
+    space on PostgreSQL that way); by default each node has SQLite in its data folder."""
+    layout.database_for = database_for
+    pki = TestPki.init(layout.root / "pki")
+    paths = pki.paths()
+    pki_section = {
+        "trust_anchors": [str(paths.root)],
+        "intermediates": [str(paths.intermediates)],
+        "crl_sources": pki.crl_sources(),
+    }
+    authority_cfg = _write_authority(layout, pki, pki_section)
+    operators = [_write_operator(layout, pki, pki_section, i, op) for i, op in enumerate(OPERATORS)]
+    _register(authority_cfg, pki)
+    return {
+        "dir": str(layout.root),
+        "pki": {"dir": str(pki.directory), **pki_section},
+        "authority": {
+            "config": str(authority_cfg),
+            "https": f"localhost:{layout.authority_port}",
+            "whitelist_url": layout.whitelist_url,
+            "admin_token_file": str(layout.root / "authority" / "data" / "authority-admin.token"),
+        },
+        "whitelist_url": layout.whitelist_url,
+        "operators": operators,
+    }
+
+
+def _write_authority(layout: DemoLayout, pki: TestPki, pki_section: dict[str, Any]) -> Path:
+    folder = layout.root / "authority"
+    https = pki.issue_server("localhost", OPERATORS[0].structure_id, "AUTORITE DEMO", "75")
+    signer = pki.issue_signer(
+        "listeblanche.autorite.mssante.test", OPERATORS[0].structure_id, "AUTORITE DEMO", "75"
+    )
+    config = {
+        "role": "authority",
+        "data_dir": str(folder / "data"),
+        **layout.database("authority"),
+        "pki": pki_section,
+        "tls": {"certificate": str(https.fullchain), "key": str(https.key)},
+        "authority": {
+            "listen_host": "127.0.0.1",
+            "listen_port": layout.authority_port,
+            "signing_certificate": str(signer.cert),
+            "signing_key": str(signer.key),
+            "signing_chain": str(signer.chain),
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "authority.toml").write_text(_toml(config))
+    return folder / "authority.toml"
+
+
+def _write_operator(
+    layout: DemoLayout, pki: TestPki, pki_section: dict[str, Any], index: int, op: DemoOperator
+) -> dict[str, Any]:
+    folder = layout.root / op.slug
+    cert = pki.issue_server(op.mta_host, op.structure_id, op.organisation, op.departement)
+    config = {
+        "role": "operator",
+        "data_dir": str(folder / "data"),
+        **layout.database(op.slug),
+        "pki": pki_section,
+        "tls": {"certificate": str(cert.fullchain), "key": str(cert.key)},
+        "whitelist": {"url": layout.whitelist_url, "refresh_seconds": 300},
+        "operator": {
+            "name": op.organisation,
+            "structure_id": op.structure_id,
+            "domains": [op.domain],
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "operator.toml").write_text(_toml(config))
+    ports = layout.operator_ports(index)
+    return {
+        "name": op.organisation,
+        "domain": op.domain,
+        "config": str(folder / "operator.toml"),
+        "structure_id": op.structure_id,
+        "certificate_dn": _dn(op),
+        "certificate": str(cert.cert),
+        "endpoints": {k: f"127.0.0.1:{v}" for k, v in ports.items()},
+        "accounts": [],
+    }
+
+
+def _dn(op: DemoOperator) -> str:
+    return f"CN={op.mta_host},OU={op.structure_id},O={op.organisation},ST={departement_label(op.departement)},C=FR"
+
+
+def _register(authority_cfg: Path, pki: TestPki) -> None:
+    settings = load_settings(authority_cfg)
+    node = open_node(settings)
+    try:
+        service = AuthorityService(node, Signer.from_settings(settings.authority))
+        actor = Actor("demo", {"via": "mssante demo"})
+        for op in OPERATORS:
+            spec = OperatorSpec(
+                op.organisation,
+                op.structure_id,
+                [DomainSpec(op.domain, op.organisation)],
+                [_dn(op)],
+                "demo@localhost",
+                "support@localhost",
+            )
+            service.register(spec, actor)
+    finally:
+        node.close()
+
+
+def start(layout: DemoLayout, info: dict[str, Any], *, log_dir: Path) -> None:
+    """Start the authority, wait until it serves, then the operators."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _spawn(layout, Path(info["authority"]["config"]), log_dir / "authority.log")
+    _wait_for_port(layout.authority_port)
+    for op in info["operators"]:
+        _spawn(layout, Path(op["config"]), log_dir / f"{Path(op['config']).parent.name}.log")
+
+
+def _spawn(layout: DemoLayout, config: Path, log: Path) -> None:
+    out = log.open("ab")
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "mssante", "serve", "--config", str(config)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    layout.processes.append(proc)
+
+
+def _wait_for_port(port: int) -> None:
+    import socket  # noqa: PLC0415
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise MssanteError(f"the authority did not start listening on port {port}")
+
+
+def wait_until_operators_hold_the_list(info: dict[str, Any], layout: DemoLayout) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    pending = {op["config"] for op in info["operators"]}
+    while pending and time.monotonic() < deadline:
+        for config in list(pending):
+            settings = load_settings(Path(config))
+            if (settings.whitelist_cache_dir() / "listeblanche.xml").exists():
+                pending.discard(config)
+        _check_alive(layout)
+        time.sleep(0.2)
+    if pending:
+        raise MssanteError(
+            "an operator did not receive the whitelist in time; see the logs in "
+            + str(layout.root / "logs")
+        )
+
+
+def _check_alive(layout: DemoLayout) -> None:
+    for proc in layout.processes:
+        if proc.poll() is not None:
+            raise MssanteError(
+                f"a demo process stopped (exit {proc.returncode}); see {layout.root / 'logs'}"
+            )
+
+
+def stop(layout: DemoLayout) -> None:
+    for proc in layout.processes:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in layout.processes:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def settings_of(path: str) -> Settings:
+    return load_settings(Path(path))

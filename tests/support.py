@@ -1,0 +1,69 @@
+"""Helpers shared by test modules (importable as ``support``; tests/ is on pytest's path)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+from sqlalchemy import text
+
+from mssante.store.db import Database
+
+
+def selected_database_url() -> str:
+    return os.environ.get("MSSANTE_TEST_DATABASE", "sqlite")
+
+
+def is_postgres() -> bool:
+    return selected_database_url().startswith("postgresql")
+
+
+def new_schema_name() -> str:
+    return f"t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+
+
+def drop_schema(schema: str) -> None:
+    admin = Database(selected_database_url())
+    try:
+        with admin.engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+def free_port_block(size: int = 40) -> int:
+    """A base port whose next ``size`` ports are free on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + size < 65000 and all(_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no free block of ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def run_mssante(
+    *args: str, check: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The real command, as a user would run it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "mssante", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env=env,
+    )
