@@ -46,7 +46,7 @@ class WhitelistSync:
             raise ConfigError("pki.trust_anchors must name the PKI root(s) to verify the whitelist")
         self.settings = settings
         self.trust = TrustStore.from_settings(settings.pki)
-        self.crls = CrlCache(settings.crl_cache_dir(), settings.pki.crl_sources, self.trust)
+        self.crls = CrlCache.from_settings(settings, self.trust, audit=audit)
         verify = whitelist_verifier(
             signer_check(self.trust, self.crls),
             settings.whitelist.max_bytes,

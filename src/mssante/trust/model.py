@@ -74,6 +74,7 @@ class Whitelist:
     _by_name: Mapping[str, tuple[WhitelistDomain, ...]] = field(
         init=False, repr=False, compare=False, hash=False
     )
+    _all_dns: frozenset[str] = field(init=False, repr=False, compare=False, hash=False)
     _dns_by_name: Mapping[str, frozenset[str]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -82,7 +83,9 @@ class Whitelist:
         _require_aware(self.generated_at, "generated_at")
         by_name = _index_by_name(self.domains)
         object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_dns_by_name", _index_dns(by_name))
+        dns_by_name = _index_dns(by_name)
+        object.__setattr__(self, "_dns_by_name", dns_by_name)
+        object.__setattr__(self, "_all_dns", frozenset().union(*dns_by_name.values()))
 
     def __len__(self) -> int:
         return len(self.domains)
@@ -94,6 +97,14 @@ class Whitelist:
     def domain(self, name: str) -> tuple[WhitelistDomain, ...]:
         """Every entry for ``name`` (case-insensitive, a final dot ignored); empty if unlisted."""
         return self._by_name.get(domain_key(name), ())
+
+    def is_known_operator(self, dn: str) -> bool:
+        """Whether ``dn`` is listed for any domain: an operator of the trust space. Used for
+        the null sender (``MAIL FROM:<>``, delivery reports), which names no domain."""
+        try:
+            return dn_key(dn) in self._all_dns
+        except ValueError:
+            return False
 
     def is_listed(self, domain: str) -> TrustDecision:
         """Whether ``domain`` is in the trust space at all (no certificate to check)."""
