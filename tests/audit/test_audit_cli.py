@@ -6,11 +6,10 @@ import json
 import sqlite3
 from pathlib import Path
 
-from support import is_postgres, run_mssante
-
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import DatabaseAuditLog
 from mssante.store.db import open_database
+from support import is_postgres, run_mssante
 
 
 def _node_config(tmp_path: Path, url: str, schema: str) -> Path:
@@ -30,7 +29,9 @@ def test_verify_names_the_altered_entry(tmp_path: Path, database_settings: tuple
     db = open_database(url, schema=schema)
     log = DatabaseAuditLog(db)
     for i in range(10):
-        log.record(AuditRecord(AuditEvent.MAILBOX_CREATED, actor="admin", target=f"u{i}@x.mssante.fr"))
+        log.record(
+            AuditRecord(AuditEvent.MAILBOX_CREATED, actor="admin", target=f"u{i}@x.mssante.fr")
+        )
 
     clean = run_mssante("audit", "verify", "--config", str(config))
     assert clean.returncode == 0, clean.stderr
@@ -39,7 +40,9 @@ def test_verify_names_the_altered_entry(tmp_path: Path, database_settings: tuple
     # An insider edits one row directly in the database.
     if is_postgres():
         with db.engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE audit_log SET target = 'intrus@x.mssante.fr' WHERE seq = 7")
+            conn.exec_driver_sql(
+                "UPDATE audit_log SET target = 'intrus@x.mssante.fr' WHERE seq = 7"
+            )
     else:
         with sqlite3.connect(tmp_path / "data" / "mssante.db") as raw:
             raw.execute("UPDATE audit_log SET target = 'intrus@x.mssante.fr' WHERE seq = 7")
