@@ -126,6 +126,47 @@ class OperatorSettings(BaseModel):
     )
 
 
+class SmtpSettings(BaseModel):
+    hostname: str = Field(
+        "",
+        description="This MTA's host name (EHLO, Received). Empty: the first operator domain's smtp.<domain>",
+    )
+    listen_host: str = Field("127.0.0.1", description="Address the SMTP listeners bind")
+    inbound_port: int = Field(
+        25, ge=0, le=65535, description="SMTP from other operators (STARTTLS required)"
+    )
+    submission_port: int = Field(
+        587, ge=0, le=65535, description="Submission with STARTTLS (RFC 6409)"
+    )
+    submissions_port: int = Field(
+        465, ge=0, le=65535, description="Submission over implicit TLS (RFC 8314)"
+    )
+    max_message_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="Largest message accepted (SIZE, RFC 1870)"
+    )
+    max_recipients: int = Field(100, ge=1, description="Most recipients in one transaction")
+    command_timeout: float = Field(
+        300.0, gt=0, description="Seconds a client may stay silent between commands"
+    )
+    data_timeout: float = Field(600.0, gt=0, description="Seconds a client may take to send DATA")
+    routes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static routes, domain -> host:port, tried before DNS MX (local trust spaces, tests)",
+    )
+    retry_schedule: list[int] = Field(
+        default_factory=lambda: [60, 300, 900, 1800, 3600, 7200, 14400],
+        description="Seconds to wait before each new delivery attempt; the last repeats",
+    )
+    delay_notice_after: int = Field(
+        4 * 3600, ge=0, description="Seconds after which the sender is told a message is delayed"
+    )
+    give_up_after: int = Field(
+        5 * 86400, ge=60, description="Seconds after which delivery fails and a DSN is sent"
+    )
+    delivery_workers: int = Field(8, ge=1, description="Concurrent outbound connections at most")
+    connect_timeout: float = Field(30.0, gt=0, description="Seconds to open an outbound connection")
+
+
 class AuthoritySettings(BaseModel):
     listen_host: str = Field("127.0.0.1", description="Address the authority's HTTPS server binds")
     listen_port: int = Field(
@@ -165,6 +206,7 @@ class Settings(BaseSettings):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     whitelist: WhitelistSettings = Field(default_factory=WhitelistSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     authority: AuthoritySettings = Field(default_factory=AuthoritySettings)
 
     # -- derived paths -------------------------------------------------------------------------
@@ -179,6 +221,11 @@ class Settings(BaseSettings):
 
     def whitelist_cache_dir(self) -> Path:
         return self.whitelist.cache_dir or self.data_dir / "whitelist"
+
+    def smtp_hostname(self) -> str:
+        if self.smtp.hostname:
+            return self.smtp.hostname
+        return f"smtp.{self.operator.domains[0]}" if self.operator.domains else "localhost"
 
     def admin_token_file(self) -> Path:
         return self.authority.admin_token_file or self.data_dir / "authority-admin.token"
@@ -297,5 +344,9 @@ def _toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
     text = str(value.value if isinstance(value, StrEnum) else value)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -40,6 +40,35 @@ class AuditEvent(StrEnum):
     MAILBOX_CLOSED = "mailbox.closed"
     ACCOUNT_CREATED = "account.created"
     CREDENTIAL_SET = "account.credential_set"
+    # SMTP between operators (inbound)
+    SMTP_TLS_FAILED = "smtp.tls_failed"
+    SMTP_REFUSED_NO_STARTTLS = "smtp.refused_no_starttls"
+    SMTP_REFUSED_NO_CERTIFICATE = "smtp.refused_no_certificate"
+    SMTP_REFUSED_CERTIFICATE = "smtp.refused_certificate"  # expired, revoked, wrong usage…
+    SMTP_REFUSED_DOMAIN_NOT_LISTED = "smtp.refused_domain_not_listed"
+    SMTP_REFUSED_DN_NOT_LISTED = "smtp.refused_dn_not_listed"
+    SMTP_REFUSED_NO_WHITELIST = "smtp.refused_no_whitelist"
+    SMTP_REFUSED_UNKNOWN_RECIPIENT = "smtp.refused_unknown_recipient"
+    SMTP_REFUSED_TOO_MANY_RECIPIENTS = "smtp.refused_too_many_recipients"
+    SMTP_REFUSED_BARE_LINE_ENDING = "smtp.refused_bare_line_ending"
+    SMTP_REFUSED_TOO_LARGE = "smtp.refused_too_large"
+    SMTP_REFUSED_PROTOCOL = "smtp.refused_protocol"  # bad sequence, syntax, unknown command
+    SMTP_TIMEOUT = "smtp.timeout"
+    SMTP_MESSAGE_ACCEPTED = "smtp.message_accepted"
+    # Submission
+    SUBMISSION_LOGIN_SUCCEEDED = "submission.login_succeeded"
+    SUBMISSION_LOGIN_FAILED = "submission.login_failed"
+    SUBMISSION_REFUSED_SENDER = "submission.refused_sender"
+    SUBMISSION_REFUSED_RECIPIENT = "submission.refused_recipient"
+    SUBMISSION_MESSAGE_ACCEPTED = "submission.message_accepted"
+    # Outbound queue
+    QUEUE_MESSAGE_QUEUED = "queue.message_queued"
+    QUEUE_DELIVERED = "queue.delivered"
+    QUEUE_DEFERRED = "queue.deferred"
+    QUEUE_FAILED = "queue.failed"
+    QUEUE_PEER_REFUSED = "queue.peer_refused"  # the peer's certificate or DN was not trusted
+    QUEUE_DELAY_NOTICE_SENT = "queue.delay_notice_sent"
+    QUEUE_DSN_SENT = "queue.dsn_sent"
     # The audit log itself
     AUDIT_VERIFIED = "audit.verified"
 

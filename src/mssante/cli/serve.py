@@ -31,15 +31,10 @@ async def _serve(settings: Settings) -> None:
 
 
 async def _serve_operator(settings: Settings) -> None:
-    from mssante.operator.whitelist_sync import WhitelistSync  # noqa: PLC0415
-    from mssante.runtime import open_node  # noqa: PLC0415
+    from mssante.operator.runtime import run_operator  # noqa: PLC0415
 
-    node = open_node(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await WhitelistSync(settings, node.audit).run(stop)
-    finally:
-        node.close()
+    await run_operator(settings, stop)

@@ -306,3 +306,63 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- Outbound queue (mssante.smtp.queue; docs/queue.md) -----------------------------------------
+
+
+class QueueStatus(StrEnum):
+    """Where one recipient of a queued message stands (docs/queue.md: states and transitions)."""
+
+    QUEUED = "queued"  # waiting for its first attempt, or released after a crash
+    DEFERRED = "deferred"  # a temporary failure; tried again at next_attempt_at
+    IN_FLIGHT = "in_flight"  # claimed by a delivery worker (claimed_by, claimed_at)
+    DELIVERED = "delivered"  # the peer answered 250 to DATA (final)
+    FAILED = "failed"  # permanent failure or given up; the sender was told (final)
+
+
+class QueueMessage(Base):
+    """A message waiting for delivery to other operators; its body is in the blob store."""
+
+    __tablename__ = "queue_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sender: Mapped[str] = mapped_column(String(320), default="")  # envelope; "" = null sender
+    account: Mapped[str] = mapped_column(String(320), default="")  # who submitted it
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    recipients: Mapped[list[QueueRecipient]] = relationship(
+        back_populates="message", cascade="all, delete-orphan", order_by="QueueRecipient.id"
+    )
+
+
+class QueueRecipient(Base):
+    """One recipient of a queued message, with its own state, attempts and last reply.
+
+    ``next_attempt_at`` is set only while the recipient waits (queued, deferred), so the index
+    on it holds exactly the pending work that :func:`mssante.smtp.queue.claim_due` scans.
+    """
+
+    __tablename__ = "queue_recipients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("queue_messages.id", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str] = mapped_column(String(320))
+    domain: Mapped[str] = mapped_column(String(253), index=True)
+    status: Mapped[QueueStatus] = mapped_column(_enum(QueueStatus, "queue_status"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    last_code: Mapped[int | None] = mapped_column(Integer)  # SMTP reply code, or ours
+    last_reply: Mapped[str] = mapped_column(String(1000), default="")  # enhanced code + text
+    remote_mta: Mapped[str] = mapped_column(String(253), default="")  # "" when decided here
+    delay_notified: Mapped[bool] = mapped_column(Boolean, default=False)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    claimed_by: Mapped[str] = mapped_column(String(100), default="")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    message: Mapped[QueueMessage] = relationship(back_populates="recipients")

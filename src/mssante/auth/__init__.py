@@ -1,0 +1,1 @@
+"""Authentication: passwords, one-time codes, certificates, OIDC tokens, devices."""

@@ -1,0 +1,1 @@
+"""Messages the operator writes itself: delivery status notifications (DSNs)."""

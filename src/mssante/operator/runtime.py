@@ -1,0 +1,152 @@
+"""One operator process: every listener and worker, assembled from the settings and run together.
+
+Stages of start-up: open the node (database migrated, blobs, audit) → trust material (anchors,
+CRLs, the last good whitelist) → the shared services (mail store, accounts, group commit, queue)
+→ listeners (inbound SMTP, submission 587 and 465) → workers (whitelist refresh, delivery).
+Stopping closes the listeners first, lets sessions finish, then stops the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mssante.audit.events import AuditRecord
+from mssante.auth.throttle import LoginThrottle
+from mssante.config import Settings
+from mssante.logging import get_logger
+from mssante.operator.whitelist_sync import WhitelistSync
+from mssante.ops.accounts import Accounts
+from mssante.ops.mailstore import MailStore
+from mssante.runtime import Node, open_node
+from mssante.smtp.delivery import DeliveryService
+from mssante.smtp.inbound import InboundContext, make_inbound_protocol
+from mssante.smtp.queue import enqueue
+from mssante.smtp.submission import OutgoingMessage, SubmissionContext, make_submission_protocol
+from mssante.smtp.tls import inbound_context, submission_context
+from mssante.store.group_commit import GroupCommitter
+
+
+@dataclass
+class OperatorRuntime:
+    settings: Settings
+    node: Node
+    sync: WhitelistSync
+    store: MailStore
+    accounts: Accounts
+    committer: GroupCommitter
+    delivery: DeliveryService
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @property
+    def local_domains(self) -> frozenset[str]:
+        return frozenset(d.lower() for d in self.settings.operator.domains)
+
+    async def audit(self, record: AuditRecord) -> None:
+        await asyncio.to_thread(self.node.audit.record, record)
+
+
+def build_runtime(settings: Settings) -> OperatorRuntime:
+    node = open_node(settings)
+    sync = WhitelistSync(settings, node.audit)
+    store = MailStore(node.db, node.blobs)
+    delivery = DeliveryService(
+        settings, node.db, node.blobs, store, sync.keeper.current, sync.trust, sync.crls, node.audit
+    )
+    return OperatorRuntime(
+        settings=settings,
+        node=node,
+        sync=sync,
+        store=store,
+        accounts=Accounts(node.db),
+        committer=GroupCommitter(node.db),
+        delivery=delivery,
+    )
+
+
+def _enqueue(session: Any, message: OutgoingMessage) -> None:
+    enqueue(
+        session,
+        digest=message.digest,
+        size=message.size,
+        sender=message.sender,
+        recipients=list(message.recipients),
+        message_id=message.message_id,
+        account=message.account,
+    )
+
+
+async def start_listeners(rt: OperatorRuntime) -> None:
+    smtp = rt.settings.smtp
+    hostname = rt.settings.smtp_hostname()
+    loop = asyncio.get_running_loop()
+    inbound = InboundContext(
+        hostname=hostname,
+        max_message_bytes=smtp.max_message_bytes,
+        max_recipients=smtp.max_recipients,
+        whitelist=rt.sync.keeper.current,
+        trust=rt.sync.trust,
+        crls=rt.sync.crls,
+        store=rt.store,
+        committer=rt.committer,
+        audit=rt.audit,
+    )
+    submission = SubmissionContext(
+        hostname=hostname,
+        local_domains=rt.local_domains,
+        max_message_bytes=smtp.max_message_bytes,
+        max_recipients=smtp.max_recipients,
+        whitelist=rt.sync.keeper.current,
+        accounts=rt.accounts,
+        store=rt.store,
+        committer=rt.committer,
+        enqueue=_enqueue,
+        notify_queue=rt.delivery.notify,
+        throttle=LoginThrottle(),
+        audit=rt.audit,
+    )
+    tls_in, tls_sub = inbound_context(rt.settings), submission_context(rt.settings)
+    timeout = smtp.command_timeout
+    listeners: list[tuple[Callable[[], Any], int, Any]] = [
+        (make_inbound_protocol(inbound, tls_in, timeout=timeout), smtp.inbound_port, None),
+        (make_submission_protocol(submission, tls_sub, implicit_tls=False, timeout=timeout), smtp.submission_port, None),
+        (make_submission_protocol(submission, tls_sub, implicit_tls=True, timeout=timeout), smtp.submissions_port, tls_sub),
+    ]
+    for factory, port, ssl in listeners:
+        if port:
+            rt.servers.append(await loop.create_server(factory, smtp.listen_host, port, ssl=ssl))
+
+
+async def run_operator(settings: Settings, stop: asyncio.Event, *, runtime: OperatorRuntime | None = None) -> None:
+    """Run until ``stop`` is set (``runtime``: one built beforehand, as tests do)."""
+    log = get_logger("mssante.operator")
+    rt = runtime or build_runtime(settings)
+    try:
+        await _start(rt, stop)
+        rt.started.set()
+        log.info("operator running", domains=sorted(rt.local_domains), hostname=settings.smtp_hostname())
+        await stop.wait()
+    finally:
+        await _stop(rt)
+
+
+async def _start(rt: OperatorRuntime, stop: asyncio.Event) -> None:
+    await start_listeners(rt)
+    workers: list[Callable[[asyncio.Event], Awaitable[None]]] = [rt.sync.run, rt.delivery.run]
+    rt.tasks += [asyncio.create_task(w(stop)) for w in workers]
+
+
+async def _stop(rt: OperatorRuntime) -> None:
+    for server in rt.servers:
+        server.close()
+    for server in rt.servers:
+        await server.wait_closed()
+    for task in rt.tasks:
+        task.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    await rt.committer.close()
+    rt.node.close()

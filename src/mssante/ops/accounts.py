@@ -1,0 +1,190 @@
+"""Accounts, professionals and mailboxes: creation, password login, who may send as what.
+
+Used by the admin command line, the demo, SMTP submission and (later) IMAP and the webmail.
+Every change is audited in the same transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.audit.log import append
+from mssante.auth.passwords import hash_password, password_problem, verify_password
+from mssante.errors import MssanteError, NotFoundError
+from mssante.ops.mailstore import MailStore
+from mssante.pki.ids import parse_id_nat
+from mssante.store.db import Database
+from mssante.store.models import (
+    Account,
+    AccountKind,
+    Credential,
+    CredentialKind,
+    Mailbox,
+    MailboxType,
+    Professional,
+)
+
+
+class AccountError(MssanteError):
+    """An account or mailbox change was refused."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    name: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewPerson:
+    """A professional with a personal mailbox and a login (the mailbox's address)."""
+
+    address: str
+    password: str
+    id_nat: str
+    last_name: str
+    first_name: str
+    profession_code: str = ""
+    profession_label: str = ""
+    civility: str = ""
+
+
+@dataclass(frozen=True)
+class AccountView:
+    login: str
+    kind: str
+    id_nat: str | None
+    mailboxes: tuple[str, ...]
+
+
+class Accounts:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        # A hash of a random password, verified against when the login is unknown, so that
+        # an unknown login costs the same time as a wrong password (no timing oracle).
+        self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+
+    def create_person(self, new: NewPerson, actor: Actor) -> AccountView:
+        """A professional, their PER mailbox and their login, in one transaction."""
+        problem = password_problem(new.password)
+        if problem:
+            raise AccountError(problem)
+        id_nat = parse_id_nat(new.id_nat)
+        address = _check_address(new.address)
+        digest = hash_password(new.password)
+        with self.db.session() as session:
+            _refuse_taken(session, address)
+            professional = _professional(session, str(id_nat), new)
+            account = Account(login=address, kind=AccountKind.PERSON, professional=professional)
+            account.credentials.append(Credential(kind=CredentialKind.PASSWORD, secret=digest))
+            mailbox = Mailbox(
+                address=address,
+                type=MailboxType.PER,
+                owner_account=account,
+                owner_professional=professional,
+            )
+            MailStore.ensure_folders(session, mailbox)
+            session.add_all([account, mailbox])
+            session.flush()
+            _audit(session, AuditEvent.ACCOUNT_CREATED, actor, address, {"id_nat": str(id_nat)})
+            _audit(session, AuditEvent.MAILBOX_CREATED, actor, address, {"type": "PER"})
+            return AccountView(address, AccountKind.PERSON.value, str(id_nat), (address,))
+
+    def authenticate(self, login: str, password: str) -> Account | None:
+        """The account if ``password`` is its current password; None otherwise (no detail:
+        the caller must not tell an unknown login from a wrong password)."""
+        with self.db.session() as session:
+            account = _account(session, login)
+            if account is None or account.disabled:
+                verify_password(self._dummy_hash, password)
+                return None
+            hashes = [
+                c.secret
+                for c in account.credentials
+                if c.kind is CredentialKind.PASSWORD and c.revoked_at is None
+            ]
+            if any(verify_password(h, password) for h in hashes):
+                return account
+            return None
+
+    def sendable_addresses(self, login: str) -> frozenset[str]:
+        """Addresses this account may put in MAIL FROM and From: its open mailboxes."""
+        with self.db.session() as session:
+            account = _account(session, login)
+            if account is None:
+                return frozenset()
+            rows = session.execute(
+                select(Mailbox.address).where(
+                    Mailbox.owner_account_id == account.id, Mailbox.closed_at.is_(None)
+                )
+            ).scalars()
+            return frozenset(rows)
+
+    def get(self, login: str) -> AccountView:
+        with self.db.session() as session:
+            account = _account(session, login)
+            if account is None:
+                raise NotFoundError(f"no account {login}")
+            boxes = session.execute(
+                select(Mailbox.address).where(Mailbox.owner_account_id == account.id)
+            ).scalars()
+            id_nat = account.professional.id_nat if account.professional else None
+            return AccountView(account.login, account.kind.value, id_nat, tuple(sorted(boxes)))
+
+
+def _check_address(address: str) -> str:
+    address = address.strip().lower()
+    local, _, domain = address.rpartition("@")
+    if not local or "." not in domain or any(c.isspace() for c in address) or len(address) > 254:
+        raise AccountError(f"'{address}' is not a valid mail address")
+    return address
+
+
+def _refuse_taken(session: Session, address: str) -> None:
+    if session.execute(select(Mailbox.id).where(Mailbox.address == address)).first():
+        raise AccountError(f"the address {address} is already taken")
+    if session.execute(select(Account.id).where(Account.login == address)).first():
+        raise AccountError(f"the login {address} is already taken")
+
+
+def _professional(session: Session, id_nat: str, new: NewPerson) -> Professional:
+    existing = session.execute(
+        select(Professional).where(Professional.id_nat == id_nat)
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    return Professional(
+        id_nat=id_nat,
+        id_type="RPPS" if id_nat.startswith("8") else "ADELI",
+        id_value=id_nat[1:],
+        civility=new.civility,
+        last_name=new.last_name,
+        first_name=new.first_name,
+        profession_code=new.profession_code,
+        profession_label=new.profession_label,
+    )
+
+
+def _account(session: Session, login: str) -> Account | None:
+    account: Account | None = session.execute(
+        select(Account)
+        .options(selectinload(Account.credentials), selectinload(Account.professional))
+        .where(Account.login == login.strip().lower())
+    ).scalar_one_or_none()
+    return account
+
+
+def _audit(
+    session: Session, event: AuditEvent, actor: Actor, target: str, extra: Mapping[str, Any]
+) -> None:
+    append(
+        session,
+        AuditRecord(event, actor=actor.name, target=target, context={**actor.context, **extra}),
+    )

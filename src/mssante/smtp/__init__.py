@@ -1,0 +1,1 @@
+"""SMTP: inbound from operators, submission from clients, the outbound queue."""

@@ -1,0 +1,238 @@
+"""Message submission for our users' mail clients (RFC 6409): 587 STARTTLS and 465 implicit TLS.
+
+Stages: TLS (required before AUTH, RFC 4954 §4) → AUTH PLAIN or LOGIN with the account's
+password (checked off the event loop, throttled after failures, every attempt audited) →
+MAIL FROM: an address the account may send as (553 otherwise) → RCPT TO: only addresses of the
+trust space (our domains, or a whitelisted domain; "n'appartient pas à l'espace de confiance
+MSSanté" otherwise) → DATA: size, bare line endings, the From: header checked like MAIL FROM,
+trace headers added, then stored: local recipients delivered, remote ones queued, in one
+durable transaction before 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence, Set
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy.orm import Session as DbSession
+
+from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.audit.log import append
+from mssante.auth.throttle import LoginThrottle
+from mssante.logging import get_logger
+from mssante.ops.accounts import Accounts
+from mssante.ops.mailstore import Headers, MailStore
+from mssante.smtp import replies
+from mssante.smtp.policy import (
+    Refusal,
+    check_envelope_sender,
+    check_from_header,
+    check_line_endings,
+    check_recipient_count,
+    check_size,
+    check_submission_recipient,
+    domain_of,
+)
+from mssante.smtp.session import MssSMTP
+from mssante.smtp.tls import tls_description
+from mssante.smtp.trace import TraceFacts, new_queue_id, received_header
+from mssante.store.group_commit import GroupCommitter
+from mssante.trust.model import Whitelist
+
+AuditAsync = Callable[[AuditRecord], Any]
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    digest: str
+    size: int
+    sender: str
+    recipients: Sequence[str]
+    message_id: str
+    account: str
+    queue_id: str
+
+
+class Enqueue(Protocol):
+    """Puts remote recipients in the outbound queue, inside the caller's transaction."""
+
+    def __call__(self, session: DbSession, message: OutgoingMessage) -> None: ...
+
+
+@dataclass
+class SubmissionContext:
+    hostname: str
+    local_domains: Set[str]
+    max_message_bytes: int
+    max_recipients: int
+    whitelist: Callable[[], Whitelist | None]
+    accounts: Accounts
+    store: MailStore
+    committer: GroupCommitter
+    enqueue: Enqueue
+    notify_queue: Callable[[], None]
+    throttle: LoginThrottle
+    audit: AuditAsync
+
+
+class SubmissionHandler:
+    def __init__(self, ctx: SubmissionContext) -> None:
+        self.ctx = ctx
+        self.log = get_logger("mssante.smtp.submission")
+
+    # -- AUTH (called by MssSMTP, in the session's task) ------------------------------------------
+    async def check_password(self, login: str, password: str, peer: str) -> str | None:
+        login = login.strip().lower()
+        keys = (f"login:{login}", f"ip:{peer}")
+        await asyncio.sleep(self.ctx.throttle.delay(*keys))
+        account = await asyncio.to_thread(self.ctx.accounts.authenticate, login, password)
+        context = {"peer": peer, "mechanism": "password", "via": "submission"}
+        if account is None:
+            self.ctx.throttle.failed(*keys)
+            await self.ctx.audit(AuditRecord(AuditEvent.SUBMISSION_LOGIN_FAILED, actor=login, target=login, context=context))
+            return None
+        self.ctx.throttle.succeeded(keys[0])
+        await self.ctx.audit(AuditRecord(AuditEvent.SUBMISSION_LOGIN_SUCCEEDED, actor=account.login, target=account.login, context=context))
+        return account.login
+
+    # -- MAIL FROM -------------------------------------------------------------------------------
+    async def handle_MAIL(
+        self, server: MssSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        login = _login(session)
+        if login is None:
+            return str(replies.AUTH_REQUIRED)
+        allowed = await asyncio.to_thread(self.ctx.accounts.sendable_addresses, login)
+        refusal = check_envelope_sender(address, allowed)
+        if refusal is not None:
+            return await self._refuse(server, session, refusal, address)
+        session.mssante_allowed = allowed  # type: ignore[attr-defined]
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return str(replies.SENDER_OK)
+
+    # -- RCPT TO ---------------------------------------------------------------------------------
+    async def handle_RCPT(
+        self, server: MssSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refusal = check_recipient_count(len(envelope.rcpt_tos), self.ctx.max_recipients) or (
+            check_submission_recipient(self.ctx.whitelist(), self.ctx.local_domains, address)
+        )
+        if refusal is None and domain_of(address) in self.ctx.local_domains:
+            if not await asyncio.to_thread(self.ctx.store.is_local, address):
+                refusal = Refusal(replies.UNKNOWN_RECIPIENT, AuditEvent.SUBMISSION_REFUSED_RECIPIENT, address)
+        if refusal is not None:
+            utf8 = "SMTPUTF8" in (o.upper() for o in envelope.mail_options)
+            await self._refuse(server, session, refusal, address)
+            return refusal.reply.render(utf8=utf8)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return str(replies.RECIPIENT_OK)
+
+    # -- DATA ------------------------------------------------------------------------------------
+    async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        allowed: Set[str] = getattr(session, "mssante_allowed", frozenset())
+        refusal = (
+            check_size(len(raw), self.ctx.max_message_bytes)
+            or check_line_endings(raw)
+            or check_from_header(raw, allowed)
+        )
+        if refusal is not None:
+            return await self._refuse(server, session, refusal, envelope.mail_from or "")
+        queue_id = new_queue_id()
+        message = self._with_trace(raw, session, queue_id)
+        try:
+            await self._store(message, envelope, _login(session) or "?", queue_id)
+        except Exception:
+            self.log.exception("storing a submitted message failed", queue_id=queue_id)
+            return str(replies.STORAGE_FAILED)
+        return str(replies.QUEUED.with_text(f"Message accepted for delivery, id {queue_id}"))
+
+    def _with_trace(self, raw: bytes, session: Session, queue_id: str) -> bytes:
+        version, cipher = tls_description(session.ssl)
+        facts = TraceFacts(
+            helo=session.host_name or "",
+            peer_ip=str(session.peer[0]) if session.peer else "",
+            hostname=self.ctx.hostname,
+            tls_version=version,
+            cipher=cipher,
+            authenticated_as=_login(session) or "",
+        )
+        return received_header(facts, queue_id) + raw
+
+    async def _store(self, message: bytes, envelope: Envelope, login: str, queue_id: str) -> None:
+        digest = await asyncio.to_thread(self.ctx.store.blobs.put, message)
+        headers = Headers.parse(message)
+        local = [r for r in envelope.rcpt_tos if domain_of(r) in self.ctx.local_domains]
+        remote = [r for r in envelope.rcpt_tos if domain_of(r) not in self.ctx.local_domains]
+        sender = envelope.mail_from or ""
+        outgoing = OutgoingMessage(digest, len(message), sender, remote, headers.message_id, login, queue_id)
+
+        def work(db: DbSession) -> None:
+            if local:
+                self.ctx.store.deliver_in(db, digest, len(message), headers, local)
+            if remote:
+                self.ctx.enqueue(db, outgoing)
+            self.ctx.store.deliver_in(db, digest, len(message), headers, [sender], folder="Sent", flags=["\\Seen"])
+            append(db, AuditRecord(
+                AuditEvent.SUBMISSION_MESSAGE_ACCEPTED, actor=login, target=",".join(envelope.rcpt_tos),
+                context={"queue_id": queue_id, "from": sender, "message_id": headers.message_id,
+                         "local": len(local), "remote": len(remote), "size": len(message)},
+            ))
+
+        await self.ctx.committer.run(work)
+        if remote:
+            self.ctx.notify_queue()
+
+    async def _refuse(self, server: MssSMTP, session: Session, refusal: Refusal, target: str) -> str:
+        peer = str(session.peer[0]) if session.peer else "?"
+        await self.ctx.audit(AuditRecord(
+            refusal.event, actor=_login(session) or peer, target=target,
+            context={"peer": peer, "reply": str(refusal.reply), "detail": refusal.detail},
+        ))
+        server.refusal_audited = True
+        return str(refusal.reply)
+
+    async def handle_exception(self, error: Exception) -> str:
+        self.log.warning("submission session error", error=type(error).__name__)
+        return "421 4.3.0 Service not available, closing transmission channel"
+
+
+def _login(session: Session) -> str | None:
+    if not session.authenticated:
+        return None
+    data = session.auth_data
+    return data if isinstance(data, str) else None
+
+
+def make_submission_protocol(
+    ctx: SubmissionContext, tls_context: Any, *, implicit_tls: bool, timeout: float
+) -> Callable[[], SMTP]:
+    handler = SubmissionHandler(ctx)
+
+    async def audit_hook(event: AuditEvent, line: str, session: Any) -> None:
+        peer = str(session.peer[0]) if session is not None and session.peer else "?"
+        await ctx.audit(AuditRecord(event, actor=peer, target="", context={"reply": line[:300], "via": "submission"}))
+
+    def factory() -> SMTP:
+        return MssSMTP(
+            handler,
+            audit_hook=audit_hook,
+            password_check=handler.check_password,
+            hostname=ctx.hostname,
+            ident="mssante",
+            tls_context=None if implicit_tls else tls_context,
+            require_starttls=not implicit_tls,
+            auth_required=True,
+            auth_require_tls=not implicit_tls,
+            data_size_limit=ctx.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            timeout=timeout,
+        )
+
+    return factory
