@@ -333,20 +333,18 @@ def _field_lines(name: str, description: str | None, default: Any) -> list[str]:
     if default is None:  # no default: shown commented out, to be filled in
         out.append(f'# {name} = ""')
     else:
-        out.append(f"{name} = {_toml_value(default)}")
+        out.append(f"{name} = {toml_value(default)}")
     return out
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return (
-            "{" + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-        )
+        return "{" + ", ".join(f"{toml_value(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     text = str(value.value if isinstance(value, StrEnum) else value)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

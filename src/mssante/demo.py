@@ -8,8 +8,8 @@ both operators at the authority (which signs and publishes the whitelist); start
 
 from __future__ import annotations
 
-import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,8 +22,10 @@ from typing import Any
 from mssante.authority.publish import LIST_NAME, Signer
 from mssante.authority.registry import Actor, DomainSpec, OperatorSpec
 from mssante.authority.service import AuthorityService
-from mssante.config import Settings, load_settings
+from mssante.config import Settings, load_settings, toml_value
 from mssante.errors import MssanteError
+from mssante.ops.accounts import Accounts, NewPerson
+from mssante.ops.accounts import Actor as AccountActor
 from mssante.pki.ca import TestPki
 from mssante.pki.ids import luhn_key
 from mssante.pki.names import departement_label
@@ -34,12 +36,25 @@ DatabaseFor = Callable[[str], dict[str, str]]
 
 
 @dataclass(frozen=True)
+class DemoPerson:
+    local_part: str
+    last_name: str
+    first_name: str
+    rpps: str  # 10 digits; the Luhn key is added
+
+    @property
+    def id_nat(self) -> str:
+        return "8" + self.rpps + luhn_key(self.rpps)
+
+
+@dataclass(frozen=True)
 class DemoOperator:
     slug: str
     organisation: str
     domain: str
     departement: str
     finess: str  # 8 digits; the Luhn key is added
+    people: tuple[DemoPerson, ...] = ()
 
     @property
     def structure_id(self) -> str:
@@ -51,8 +66,25 @@ class DemoOperator:
 
 
 OPERATORS = (
-    DemoOperator("hopital-nord", "HOPITAL NORD", "hopital-nord.mssante.test", "13", "13000001"),
-    DemoOperator("cabinet-sud", "CABINET SUD", "cabinet-sud.mssante.test", "31", "31000002"),
+    DemoOperator(
+        "hopital-nord",
+        "HOPITAL NORD",
+        "hopital-nord.mssante.test",
+        "13",
+        "13000001",
+        (
+            DemoPerson("helene.martin", "Martin", "Hélène", "1000100010"),
+            DemoPerson("secretariat.cardiologie", "Lefèvre", "Sophie", "1000100020"),
+        ),
+    ),
+    DemoOperator(
+        "cabinet-sud",
+        "CABINET SUD",
+        "cabinet-sud.mssante.test",
+        "31",
+        "31000002",
+        (DemoPerson("paul.durand", "Durand", "Paul", "1000200010"),),
+    ),
 )
 
 
@@ -91,10 +123,10 @@ def _toml(data: dict[str, Any]) -> str:
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
     for key, value in data.items():
         if not isinstance(value, dict):
-            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+            lines.append(f"{key} = {toml_value(value)}")
     for name, table in tables.items():
         lines.append(f"\n[{name}]")
-        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in table.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -114,6 +146,8 @@ def build(layout: DemoLayout, database_for: DatabaseFor | None = None) -> dict[s
     authority_cfg = _write_authority(layout, pki, pki_section)
     operators = [_write_operator(layout, pki, pki_section, i, op) for i, op in enumerate(OPERATORS)]
     _register(authority_cfg, pki)
+    for op, entry in zip(OPERATORS, operators, strict=True):
+        entry["accounts"] = _create_accounts(Path(entry["config"]), op)
     return {
         "dir": str(layout.root),
         "pki": {"dir": str(pki.directory), **pki_section},
@@ -158,6 +192,12 @@ def _write_operator(
 ) -> dict[str, Any]:
     folder = layout.root / op.slug
     cert = pki.issue_server(op.mta_host, op.structure_id, op.organisation, op.departement)
+    ports = layout.operator_ports(index)
+    routes = {
+        other.domain: f"127.0.0.1:{layout.operator_ports(j)['smtp']}"
+        for j, other in enumerate(OPERATORS)
+        if other is not op
+    }
     config = {
         "role": "operator",
         "data_dir": str(folder / "data"),
@@ -170,10 +210,18 @@ def _write_operator(
             "structure_id": op.structure_id,
             "domains": [op.domain],
         },
+        "smtp": {
+            "hostname": op.mta_host,
+            "listen_host": "127.0.0.1",
+            "inbound_port": ports["smtp"],
+            "submission_port": ports["submission"],
+            "submissions_port": ports["submissions"],
+            "routes": routes,
+            "retry_schedule": [5, 15, 60, 300],
+        },
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "operator.toml").write_text(_toml(config))
-    ports = layout.operator_ports(index)
     return {
         "name": op.organisation,
         "domain": op.domain,
@@ -184,6 +232,39 @@ def _write_operator(
         "endpoints": {k: f"127.0.0.1:{v}" for k, v in ports.items()},
         "accounts": [],
     }
+
+
+def _create_accounts(config: Path, op: DemoOperator) -> list[dict[str, str]]:
+    node = open_node(load_settings(config))
+    accounts = Accounts(node.db)
+    created = []
+    try:
+        for person in op.people:
+            address = f"{person.local_part}@{op.domain}"
+            password = secrets.token_urlsafe(12)
+            accounts.create_person(
+                NewPerson(
+                    address,
+                    password,
+                    person.id_nat,
+                    person.last_name,
+                    person.first_name,
+                    profession_code="10",
+                    profession_label="Médecin",
+                ),
+                AccountActor("demo", {"via": "mssante demo"}),
+            )
+            created.append(
+                {
+                    "address": address,
+                    "password": password,
+                    "id_nat": person.id_nat,
+                    "name": f"{person.first_name} {person.last_name}",
+                }
+            )
+    finally:
+        node.close()
+    return created
 
 
 def _dn(op: DemoOperator) -> str:

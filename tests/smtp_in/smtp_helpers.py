@@ -20,7 +20,9 @@ class Cert:
     key: Path
 
 
-def client_context(cert: Cert | None, *, ca: Path, version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+def client_context(
+    cert: Cert | None, *, ca: Path, version: ssl.TLSVersion | None = None
+) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False  # we connect to 127.0.0.1; the server's DN is checked apart
     ctx.load_verify_locations(cafile=str(ca))
@@ -31,7 +33,13 @@ def client_context(cert: Cert | None, *, ca: Path, version: ssl.TLSVersion | Non
     return ctx
 
 
-def message(sender: str, to: str, subject: str = "Compte rendu", body: str = "Bonjour,\r\nCordialement.\r\n", message_id: str = "") -> bytes:
+def message(
+    sender: str,
+    to: str,
+    subject: str = "Compte rendu",
+    body: str = "Bonjour,\r\nCordialement.\r\n",
+    message_id: str = "",
+) -> bytes:
     mid = message_id or f"<{abs(hash((sender, to, subject, body)))}@test>"
     return (
         f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n"
@@ -42,8 +50,14 @@ def message(sender: str, to: str, subject: str = "Compte rendu", body: str = "Bo
 class Client:
     """A blocking SMTP client (stdlib): run it with asyncio.to_thread from async tests."""
 
-    def __init__(self, port: int, *, ssl_context: ssl.SSLContext | None = None, implicit: bool = False) -> None:
-        self.smtp = smtplib.SMTP_SSL("127.0.0.1", port, context=ssl_context, timeout=20) if implicit else smtplib.SMTP("127.0.0.1", port, timeout=20)
+    def __init__(
+        self, port: int, *, ssl_context: ssl.SSLContext | None = None, implicit: bool = False
+    ) -> None:
+        self.smtp = (
+            smtplib.SMTP_SSL("127.0.0.1", port, context=ssl_context, timeout=20)
+            if implicit
+            else smtplib.SMTP("127.0.0.1", port, timeout=20)
+        )
         self.smtp.ehlo(HOST_A)
         if ssl_context is not None and not implicit:
             self.smtp.starttls(context=ssl_context)

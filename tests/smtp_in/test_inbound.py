@@ -8,9 +8,9 @@ import ssl
 from collections.abc import Callable
 
 import pytest
-from conftest import MARTIN, Space
 from smtp_helpers import DOMAIN_A, Cert, Client, client_context, message
 
+from conftest import MARTIN, Space
 from mssante.audit.log import iter_entries
 from mssante.operator.runtime import OperatorRuntime
 
@@ -27,9 +27,17 @@ def _inbox(rt: OperatorRuntime) -> list[str]:
     return [m.subject for m in rt.store.list_messages(MARTIN)]
 
 
-async def _session(rt: OperatorRuntime, space: Space, cert: Cert | None, steps: Callable[[Client], list[tuple[int, str]]], **ctx: object) -> list[tuple[int, str]]:
+async def _session(
+    rt: OperatorRuntime,
+    space: Space,
+    cert: Cert | None,
+    steps: Callable[[Client], list[tuple[int, str]]],
+    **ctx: object,
+) -> list[tuple[int, str]]:
     def run() -> list[tuple[int, str]]:
-        client = Client(_port(rt), ssl_context=client_context(cert, ca=space.pki.paths().root, **ctx))  # type: ignore[arg-type]
+        client = Client(
+            _port(rt), ssl_context=client_context(cert, ca=space.pki.paths().root, **ctx)
+        )  # type: ignore[arg-type]
         try:
             return steps(client)
         finally:
@@ -38,7 +46,9 @@ async def _session(rt: OperatorRuntime, space: Space, cert: Cert | None, steps: 
     return await asyncio.to_thread(run)
 
 
-def _send(sender: str = f"dr.durand@{DOMAIN_A}", subject: str = "Compte rendu") -> Callable[[Client], list[tuple[int, str]]]:
+def _send(
+    sender: str = f"dr.durand@{DOMAIN_A}", subject: str = "Compte rendu"
+) -> Callable[[Client], list[tuple[int, str]]]:
     def steps(c: Client) -> list[tuple[int, str]]:
         replies = [c.cmd(f"MAIL FROM:<{sender}>")]
         if replies[-1][0] != 250:
@@ -50,7 +60,9 @@ def _send(sender: str = f"dr.durand@{DOMAIN_A}", subject: str = "Compte rendu") 
     return steps
 
 
-async def test_a_listed_operator_delivers_over_mutual_tls(operator_b: OperatorRuntime, space: Space) -> None:
+async def test_a_listed_operator_delivers_over_mutual_tls(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
     replies = await _session(operator_b, space, space.a, _send())
     assert [code for code, _ in replies] == [250, 250, 250], replies
     assert "stored" in replies[-1][1]
@@ -58,7 +70,9 @@ async def test_a_listed_operator_delivers_over_mutual_tls(operator_b: OperatorRu
     raw = operator_b.store.read(operator_b.store.list_messages(MARTIN)[0].blob_sha256)
     head = raw.split(b"\r\n\r\n")[0].decode()
     assert "X-MSSante-Trace: peer=127.0.0.1" in head
-    assert 'dn="CN=smtp.a.mssante.test,OU=341459958900028,O=OPERATEUR A,ST=Gironde (33),C=FR"' in head
+    assert (
+        'dn="CN=smtp.a.mssante.test,OU=341459958900028,O=OPERATEUR A,ST=Gironde (33),C=FR"' in head
+    )
     assert "mutual-tls=yes" in head and "tls=TLSv1.3" in head
     assert head.startswith("Received: from smtp.a.mssante.test ([127.0.0.1]) (using TLSv1.3")
     assert "smtp.message_accepted" in _events(operator_b)
@@ -67,13 +81,31 @@ async def test_a_listed_operator_delivers_over_mutual_tls(operator_b: OperatorRu
 @pytest.mark.parametrize(
     ("bad", "reply", "event"),
     [
-        ("expired", "550 5.7.1 Client certificate refused: certificate expired", "smtp.refused_certificate"),
-        ("not_yet_valid", "550 5.7.1 Client certificate refused: certificate is not valid before", "smtp.refused_certificate"),
-        ("revoked", "550 5.7.1 Client certificate refused: certificate revoked", "smtp.refused_certificate"),
-        ("unlisted_dn", "550 5.7.1 Client certificate is not listed for the sender domain", "smtp.refused_dn_not_listed"),
+        (
+            "expired",
+            "550 5.7.1 Client certificate refused: certificate expired",
+            "smtp.refused_certificate",
+        ),
+        (
+            "not_yet_valid",
+            "550 5.7.1 Client certificate refused: certificate is not valid before",
+            "smtp.refused_certificate",
+        ),
+        (
+            "revoked",
+            "550 5.7.1 Client certificate refused: certificate revoked",
+            "smtp.refused_certificate",
+        ),
+        (
+            "unlisted_dn",
+            "550 5.7.1 Client certificate is not listed for the sender domain",
+            "smtp.refused_dn_not_listed",
+        ),
     ],
 )
-async def test_certificate_refusals(operator_b: OperatorRuntime, space: Space, bad: str, reply: str, event: str) -> None:
+async def test_certificate_refusals(
+    operator_b: OperatorRuntime, space: Space, bad: str, reply: str, event: str
+) -> None:
     replies = await _session(operator_b, space, space.bad[bad], _send())
     code, text = replies[0]
     assert f"{code} {text}".startswith(reply), (code, text)
@@ -87,14 +119,18 @@ async def test_no_client_certificate(operator_b: OperatorRuntime, space: Space) 
     assert _events(operator_b)[-1] == "smtp.refused_no_certificate"
 
 
-async def test_sender_domain_not_on_the_whitelist(operator_b: OperatorRuntime, space: Space) -> None:
+async def test_sender_domain_not_on_the_whitelist(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
     replies = await _session(operator_b, space, space.a, _send(sender="x@gmail.com"))
     assert replies[0] == (550, "5.7.1 Sender domain is not in the MSSante trust space (whitelist)")
     assert _events(operator_b)[-1] == "smtp.refused_domain_not_listed"
 
 
 @pytest.mark.parametrize("bad", ["self_signed", "other_ca", "wrong_usage"])
-async def test_certificates_that_do_not_chain_fail_the_handshake(operator_b: OperatorRuntime, space: Space, bad: str) -> None:
+async def test_certificates_that_do_not_chain_fail_the_handshake(
+    operator_b: OperatorRuntime, space: Space, bad: str
+) -> None:
     """OpenSSL refuses these in the handshake (unknown CA; a certificate without the clientAuth
     purpose): see docs/decisions/0003-inbound-tls-refusals.md."""
     with pytest.raises(OSError):  # ssl.SSLError, or the server closing the connection (TLS 1.3)
@@ -135,15 +171,21 @@ async def test_unknown_recipient(operator_b: OperatorRuntime, space: Space) -> N
 
 async def test_too_many_recipients(operator_b: OperatorRuntime, space: Space) -> None:
     def steps(c: Client) -> list[tuple[int, str]]:
-        return [c.cmd(f"MAIL FROM:<x@{DOMAIN_A}>")] + [c.cmd(f"RCPT TO:<{MARTIN}>") for _ in range(6)]
+        return [c.cmd(f"MAIL FROM:<x@{DOMAIN_A}>")] + [
+            c.cmd(f"RCPT TO:<{MARTIN}>") for _ in range(6)
+        ]
 
     replies = await _session(operator_b, space, space.a, steps)
     assert [code for code, _ in replies[1:]] == [250] * 5 + [452]
     assert _events(operator_b)[-1] == "smtp.refused_too_many_recipients"
 
 
-@pytest.mark.parametrize("payload", [b"Subject: x\r\n\r\nline one\nline two\r\n", b"Subject: x\r\n\r\nline one\rtwo\r\n"])
-async def test_bare_line_endings_are_refused(operator_b: OperatorRuntime, space: Space, payload: bytes) -> None:
+@pytest.mark.parametrize(
+    "payload", [b"Subject: x\r\n\r\nline one\nline two\r\n", b"Subject: x\r\n\r\nline one\rtwo\r\n"]
+)
+async def test_bare_line_endings_are_refused(
+    operator_b: OperatorRuntime, space: Space, payload: bytes
+) -> None:
     def steps(c: Client) -> list[tuple[int, str]]:
         return [c.cmd(f"MAIL FROM:<x@{DOMAIN_A}>"), c.cmd(f"RCPT TO:<{MARTIN}>"), c.data(payload)]
 
@@ -166,8 +208,12 @@ async def test_oversize_data_is_refused(operator_b: OperatorRuntime, space: Spac
     assert "smtp.refused_too_large" in _events(operator_b)
 
 
-async def test_declared_size_over_the_limit_is_refused_at_mail(operator_b: OperatorRuntime, space: Space) -> None:
-    replies = await _session(operator_b, space, space.a, lambda c: [c.cmd(f"MAIL FROM:<x@{DOMAIN_A}> SIZE=900000")])
+async def test_declared_size_over_the_limit_is_refused_at_mail(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
+    replies = await _session(
+        operator_b, space, space.a, lambda c: [c.cmd(f"MAIL FROM:<x@{DOMAIN_A}> SIZE=900000")]
+    )
     assert replies[0][0] == 552
 
 
@@ -180,7 +226,9 @@ async def test_unknown_command_and_bad_sequence(operator_b: OperatorRuntime, spa
     assert _events(operator_b)[-3:] == ["smtp.refused_protocol"] * 3
 
 
-async def test_duplicate_message_id_is_stored_once(operator_b: OperatorRuntime, space: Space) -> None:
+async def test_duplicate_message_id_is_stored_once(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
     raw = message(f"x@{DOMAIN_A}", MARTIN, "Deux fois", message_id="<same-id@a.mssante.test>")
 
     def steps(c: Client) -> list[tuple[int, str]]:

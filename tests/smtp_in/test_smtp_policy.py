@@ -34,10 +34,19 @@ def test_no_certificate_is_530() -> None:
 
 
 def test_a_failed_certificate_names_the_reason() -> None:
-    bad = VerificationResult(ok=False, failure=Failure.EXPIRED, reason="certificate expired on 2025-01-01", subject_dn=DN_A, chain=())
+    bad = VerificationResult(
+        ok=False,
+        failure=Failure.EXPIRED,
+        reason="certificate expired on 2025-01-01",
+        subject_dn=DN_A,
+        chain=(),
+    )
     refusal = policy.check_peer_certificate(bad)
     assert refusal is not None
-    assert str(refusal.reply) == "550 5.7.1 Client certificate refused: certificate expired on 2025-01-01"
+    assert (
+        str(refusal.reply)
+        == "550 5.7.1 Client certificate refused: certificate expired on 2025-01-01"
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,7 +57,11 @@ def test_a_failed_certificate_names_the_reason() -> None:
         ("dr.martin@a.mssante.test", DN_B, AuditEvent.SMTP_REFUSED_DN_NOT_LISTED),
         ("someone@gmail.com", DN_A, AuditEvent.SMTP_REFUSED_DOMAIN_NOT_LISTED),
         ("", DN_A, None),  # a delivery report from a known operator
-        ("", "CN=x.test,OU=341459958900028,O=X,ST=Gironde (33),C=FR", AuditEvent.SMTP_REFUSED_DN_NOT_LISTED),
+        (
+            "",
+            "CN=x.test,OU=341459958900028,O=X,ST=Gironde (33),C=FR",
+            AuditEvent.SMTP_REFUSED_DN_NOT_LISTED,
+        ),
     ],
 )
 def test_sender_domain_and_dn(sender: str, dn: str, expected: AuditEvent | None) -> None:
@@ -63,7 +76,11 @@ def test_no_whitelist_yet_is_temporary() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"Subject: x\r\n\r\nline\nsmuggled\r\n", b"Subject: x\r\n\r\nline\rmore\r\n", b"a\n.\nMAIL FROM:<x@y>\r\n"],
+    [
+        b"Subject: x\r\n\r\nline\nsmuggled\r\n",
+        b"Subject: x\r\n\r\nline\rmore\r\n",
+        b"a\n.\nMAIL FROM:<x@y>\r\n",
+    ],
 )
 def test_bare_line_endings_are_refused(data: bytes) -> None:
     refusal = policy.check_line_endings(data)

@@ -16,7 +16,7 @@ from email import message_from_bytes
 from email.message import Message
 from email.policy import compat32
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dns.asyncresolver
 import dns.message
@@ -186,8 +186,7 @@ class DnsProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         query = dns.message.from_wire(data)

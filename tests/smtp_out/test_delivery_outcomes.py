@@ -104,7 +104,7 @@ async def test_permanent_refusal_fails_and_the_local_sender_gets_a_dsn(
     assert dsn["To"] == f"<{SENDER}>"
     assert dsn["From"] == f"MAILER-DAEMON@{OUR_HOST}"
     assert dsn["Auto-Submitted"] == "auto-replied"
-    human, status, headers = dsn.get_payload()
+    human, _, headers = dsn.get_payload()
     assert human.get_content_type() == "text/plain"
     text = human.get_payload(decode=True).decode("utf-8")
     assert text.index("n'a pas pu être remis") < text.index("could not be delivered")

@@ -45,7 +45,10 @@ async def test_delivered_over_mutual_tls_with_our_certificate(
     assert state.last_code == 250
     assert state.remote_mta == "127.0.0.1"
     events = audit_events(op.db)
-    assert ("queue.message_queued", got.data.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()) in events
+    assert (
+        "queue.message_queued",
+        got.data.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode(),
+    ) in events
     assert ("queue.delivered", f"docteur.martin@{PEER_DOMAIN}") in events
 
 

@@ -40,7 +40,7 @@ class LoginThrottle:
         recent = self._recent(key)
         if not recent:
             return 0.0
-        return min(self.cap, self.base * 2 ** (recent - 1))
+        return float(min(self.cap, self.base * 2.0 ** (recent - 1)))
 
     def _recent(self, key: str) -> int:
         times = self._failures.get(key)

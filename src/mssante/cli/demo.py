@@ -59,6 +59,7 @@ def demo(directory: Path | None, base_port: int, exit_when_ready: bool) -> None:
         if not exit_when_ready:
             _wait(stopped)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave orphans
         d.stop(layout)
         click.echo("Arrêté. / Stopped.")
 
@@ -82,8 +83,18 @@ def _summary(info: dict[str, Any], root: Path) -> None:
     click.echo(f"  PKI de test / test PKI   {info['pki']['dir']}")
     click.echo(f"  Tout est décrit dans / everything is in   {root / 'demo.json'}")
     click.echo("")
+    nord, sud = info["operators"][0], info["operators"][1]
+    sender, recipient = nord["accounts"][0], sud["accounts"][0]
+    click.echo("Comptes / accounts:")
+    for op in info["operators"]:
+        for acc in op["accounts"]:
+            click.echo(f"  {acc['address']:<48} mot de passe / password: {acc['password']}")
+    click.echo("")
     click.echo("Essayez / try:")
-    op = info["operators"][0]
-    click.echo(f"  mssante trust check {info['operators'][1]['domain']} --config {op['config']}")
-    click.echo(f"  mssante audit list --config {op['config']}")
+    click.echo(
+        f"  MSSANTE_PASSWORD='{sender['password']}' mssante send --config {nord['config']} "
+        f"--from {sender['address']} --to {recipient['address']} --subject 'Bonjour' --body 'Premier message'"
+    )
+    click.echo(f"  mssante mail list {recipient['address']} --config {sud['config']}")
+    click.echo(f"  mssante audit list --config {nord['config']}")
     click.echo("Ctrl-C pour arrêter / to stop.")

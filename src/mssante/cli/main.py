@@ -7,13 +7,16 @@ import sys
 import click
 
 from mssante import __version__
+from mssante.cli import account as account_cli
 from mssante.cli import audit as audit_cli
 from mssante.cli import authority as authority_cli
 from mssante.cli import config as config_cli
 from mssante.cli import db as db_cli
 from mssante.cli import demo as demo_cli
+from mssante.cli import mail as mail_cli
 from mssante.cli import operator as operator_cli
 from mssante.cli import pki as pki_cli
+from mssante.cli import send as send_cli
 from mssante.cli import serve as serve_cli
 from mssante.cli import trust as trust_cli
 from mssante.errors import MssanteError
@@ -36,10 +39,13 @@ for group in (
     trust_cli.group,
     authority_cli.group,
     operator_cli.group,
+    account_cli.group,
+    mail_cli.group,
 ):
     cli.add_command(group)
 cli.add_command(demo_cli.demo)
 cli.add_command(serve_cli.serve)
+cli.add_command(send_cli.send)
 
 
 def main() -> None:

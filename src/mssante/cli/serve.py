@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import warnings
 from pathlib import Path
 
 import click
@@ -18,6 +19,8 @@ from mssante.config import Role, Settings
 def serve(config_path: Path | None) -> None:
     """Run this node with all its listeners and workers; stop with Ctrl-C or SIGTERM."""
     settings = settings_from(config_path)
+    # aiosmtpd sets its own deprecated Session.login_data on every AUTH; not ours to fix.
+    warnings.filterwarnings("ignore", "Session.login_data is deprecated")
     asyncio.run(_serve(settings))
 
 

@@ -9,7 +9,7 @@ Stopping closes the listeners first, lets sessions finish, then stops the worker
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,22 +113,34 @@ async def start_listeners(rt: OperatorRuntime) -> None:
     timeout = smtp.command_timeout
     listeners: list[tuple[Callable[[], Any], int, Any]] = [
         (make_inbound_protocol(inbound, tls_in, timeout=timeout), smtp.inbound_port, None),
-        (make_submission_protocol(submission, tls_sub, implicit_tls=False, timeout=timeout), smtp.submission_port, None),
-        (make_submission_protocol(submission, tls_sub, implicit_tls=True, timeout=timeout), smtp.submissions_port, tls_sub),
+        (
+            make_submission_protocol(submission, tls_sub, implicit_tls=False, timeout=timeout),
+            smtp.submission_port,
+            None,
+        ),
+        (
+            make_submission_protocol(submission, tls_sub, implicit_tls=True, timeout=timeout),
+            smtp.submissions_port,
+            tls_sub,
+        ),
     ]
     for factory, port, ssl in listeners:
         if port:
             rt.servers.append(await loop.create_server(factory, smtp.listen_host, port, ssl=ssl))
 
 
-async def run_operator(settings: Settings, stop: asyncio.Event, *, runtime: OperatorRuntime | None = None) -> None:
+async def run_operator(
+    settings: Settings, stop: asyncio.Event, *, runtime: OperatorRuntime | None = None
+) -> None:
     """Run until ``stop`` is set (``runtime``: one built beforehand, as tests do)."""
     log = get_logger("mssante.operator")
     rt = runtime or build_runtime(settings)
     try:
         await _start(rt, stop)
         rt.started.set()
-        log.info("operator running", domains=sorted(rt.local_domains), hostname=settings.smtp_hostname())
+        log.info(
+            "operator running", domains=sorted(rt.local_domains), hostname=settings.smtp_hostname()
+        )
         await stop.wait()
     finally:
         await _stop(rt)
@@ -136,7 +148,10 @@ async def run_operator(settings: Settings, stop: asyncio.Event, *, runtime: Oper
 
 async def _start(rt: OperatorRuntime, stop: asyncio.Event) -> None:
     await start_listeners(rt)
-    workers: list[Callable[[asyncio.Event], Awaitable[None]]] = [rt.sync.run, rt.delivery.run]
+    workers: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
+        rt.sync.run,
+        rt.delivery.run,
+    ]
     rt.tasks += [asyncio.create_task(w(stop)) for w in workers]
 
 

@@ -89,6 +89,7 @@ NOT_IN_TRUST_SPACE = Reply(
 )
 CONTENT_LOST = Reply(554, "5.3.0 the queued message's content is missing from the store")
 LOCAL_ERROR = Reply(451, "4.3.0 local error during delivery, will retry")
+NO_STARTTLS = "the peer does not offer STARTTLS; mail is never sent in clear"
 
 
 @dataclass
@@ -287,10 +288,8 @@ class DeliveryService:
         return batches[0]
 
     async def _deliver_domain(self, job: _Job, batch: DomainBatch) -> None:
-        whitelist = self._whitelist()
-        refusal = _trust_space_refusal(whitelist, job.domain)
-        if refusal is not None or whitelist is None:
-            await self._settle(job, batch.claims, refusal or NO_WHITELIST)
+        whitelist = await self._admitted(job, batch)
+        if whitelist is None:
             return
         routes = await self._routes.resolve(job.domain)
         if isinstance(routes, NoRoute):
@@ -302,6 +301,18 @@ class DeliveryService:
             return
         job.report.connections += 1
         await self._carry(job, peer, batch)
+
+    async def _admitted(self, job: _Job, batch: DomainBatch) -> Whitelist | None:
+        """BRIEF §2: mail leaves only for whitelisted domains. The whitelist in force, or None
+        once the batch is settled (no list yet: wait; domain not listed: fail)."""
+        whitelist = self._whitelist()
+        if whitelist is None:
+            await self._settle(job, batch.claims, NO_WHITELIST)
+            return None
+        if not whitelist.is_listed(job.domain).trusted:
+            await self._settle(job, batch.claims, NOT_IN_TRUST_SPACE)
+            return None
+        return whitelist
 
     async def _carry(self, job: _Job, peer: _Peer, first: DomainBatch) -> None:
         """Every due message of the domain over ``peer``'s one connection, then what became
@@ -378,10 +389,7 @@ class DeliveryService:
         await smtp.ehlo()
         if not smtp.supports_extension("starttls"):
             # RFC 3207 §4: the client decides what an unprotected session may carry: nothing.
-            return Reply(
-                451, "4.7.10 the peer does not offer STARTTLS; mail is never sent in clear",
-                route.host,
-            )  # fmt: skip
+            return Reply(451, f"4.7.10 {NO_STARTTLS}", route.host)
         server_name = None if is_ip_literal(route.host) else route.host
         await smtp.starttls(
             server_hostname=server_name,
@@ -402,9 +410,12 @@ class DeliveryService:
             return Reply(451, f"4.7.5 {check.reason}", route.host)
         await smtp.ehlo()  # RFC 3207 §4.2: forget what was said in clear, ask again
         self._log.info(
-            "queue.session_opened", domain=domain, route=str(route), dn=check.dn,
+            "queue.session_opened",
+            domain=domain,
+            route=str(route),
+            dn=check.dn,
             tls=tls_version(smtp),
-        )  # fmt: skip
+        )
         return check.dn
 
     async def _peer_refused(
@@ -660,15 +671,6 @@ def _action(outcome: Settled) -> Action | None:
         return Action.FAILED
     if outcome.notify_delay:
         return Action.DELAYED
-    return None
-
-
-def _trust_space_refusal(whitelist: Whitelist | None, domain: str) -> Reply | None:
-    """BRIEF §2: deliver only to whitelisted domains."""
-    if whitelist is None:
-        return NO_WHITELIST
-    if not whitelist.is_listed(domain).trusted:
-        return NOT_IN_TRUST_SPACE
     return None
 
 

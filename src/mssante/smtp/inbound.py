@@ -74,12 +74,19 @@ class InboundHandler:
 
     # -- MAIL FROM -------------------------------------------------------------------------------
     async def handle_MAIL(
-        self, server: MssSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+        self,
+        server: MssSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
     ) -> str:
         peer = await self._peer(session)
         refusal = check_peer_certificate(peer.verification)
         if refusal is None and peer.verification is not None:
-            refusal = check_sender_domain(self.ctx.whitelist(), address, peer.verification.subject_dn)
+            refusal = check_sender_domain(
+                self.ctx.whitelist(), address, peer.verification.subject_dn
+            )
         if refusal is not None:
             return await self._refuse(server, session, refusal, address)
         envelope.mail_from = address
@@ -97,11 +104,18 @@ class InboundHandler:
         return state
 
     def _verify(self, cert: x509.Certificate) -> VerificationResult:
-        return verify_certificate(cert, purpose=Purpose.CLIENT, trust=self.ctx.trust, crls=self.ctx.crls)
+        return verify_certificate(
+            cert, purpose=Purpose.CLIENT, trust=self.ctx.trust, crls=self.ctx.crls
+        )
 
     # -- RCPT TO ---------------------------------------------------------------------------------
     async def handle_RCPT(
-        self, server: MssSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+        self,
+        server: MssSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
     ) -> str:
         refusal = check_recipient_count(len(envelope.rcpt_tos), self.ctx.max_recipients)
         if refusal is None:
@@ -127,11 +141,17 @@ class InboundHandler:
         except Exception:
             self.log.exception("storing an inbound message failed", queue_id=queue_id)
             return str(replies.STORAGE_FAILED)
-        self.log.info("message stored", queue_id=queue_id, recipients=len(delivered),
-                      duplicates=sum(d.duplicate for d in delivered))
+        self.log.info(
+            "message stored",
+            queue_id=queue_id,
+            recipients=len(delivered),
+            duplicates=sum(d.duplicate for d in delivered),
+        )
         return str(replies.ACCEPTED.with_text(f"Message accepted and stored, id {queue_id}"))
 
-    def _with_trace(self, raw: bytes, session: Session, envelope: Envelope, peer: _PeerState, queue_id: str) -> bytes:
+    def _with_trace(
+        self, raw: bytes, session: Session, envelope: Envelope, peer: _PeerState, queue_id: str
+    ) -> bytes:
         facts = TraceFacts(
             helo=session.host_name or "",
             peer_ip=str(session.peer[0]) if session.peer else "",
@@ -152,27 +172,47 @@ class InboundHandler:
         recipients = list(envelope.rcpt_tos)
 
         def work(db_session: Any) -> list[Delivered]:
-            delivered = self.ctx.store.deliver_in(db_session, digest, len(message), headers, recipients)
-            append(db_session, AuditRecord(
-                AuditEvent.SMTP_MESSAGE_ACCEPTED, actor=actor, target=",".join(recipients),
-                context={"queue_id": queue_id, "from": envelope.mail_from, "message_id": headers.message_id,
-                         "peer": str(session.peer[0]) if session.peer else "", "size": len(message),
-                         "duplicates": [d.address for d in delivered if d.duplicate]},
-            ))
+            delivered = self.ctx.store.deliver_in(
+                db_session, digest, len(message), headers, recipients
+            )
+            append(
+                db_session,
+                AuditRecord(
+                    AuditEvent.SMTP_MESSAGE_ACCEPTED,
+                    actor=actor,
+                    target=",".join(recipients),
+                    context={
+                        "queue_id": queue_id,
+                        "from": envelope.mail_from,
+                        "message_id": headers.message_id,
+                        "peer": str(session.peer[0]) if session.peer else "",
+                        "size": len(message),
+                        "duplicates": [d.address for d in delivered if d.duplicate],
+                    },
+                ),
+            )
             return delivered
 
         return await self.ctx.committer.run(work)
 
     # -- refusals --------------------------------------------------------------------------------
-    async def _refuse(self, server: MssSMTP, session: Session, refusal: Refusal, target: str) -> str:
+    async def _refuse(
+        self, server: MssSMTP, session: Session, refusal: Refusal, target: str
+    ) -> str:
         peer_ip = str(session.peer[0]) if session.peer else "?"
         state: _PeerState | None = getattr(session, "mssante_peer", None)
         actor = state.verification.subject_dn if state and state.verification else peer_ip
-        await self.ctx.audit(AuditRecord(
-            refusal.event, actor=actor, target=target,
-            context={"peer": peer_ip, "reply": str(refusal.reply), "detail": refusal.detail},
-        ))
-        self.log.info("refused", audit_event=refusal.event.value, peer=peer_ip, reply=str(refusal.reply))
+        await self.ctx.audit(
+            AuditRecord(
+                refusal.event,
+                actor=actor,
+                target=target,
+                context={"peer": peer_ip, "reply": str(refusal.reply), "detail": refusal.detail},
+            )
+        )
+        self.log.info(
+            "refused", audit_event=refusal.event.value, peer=peer_ip, reply=str(refusal.reply)
+        )
         server.refusal_audited = True
         return str(refusal.reply)
 
@@ -180,13 +220,25 @@ class InboundHandler:
         """Errors that escaped a stage, including a failed TLS handshake (an untrusted
         certificate: see docs/decisions/0003-inbound-tls-refusals.md)."""
         cause = error.__cause__ or error
-        self.log.warning("inbound session error", error=type(cause).__name__, detail=str(cause)[:300])
-        await self.ctx.audit(AuditRecord(AuditEvent.SMTP_TLS_FAILED if "TLS" in type(error).__name__ else AuditEvent.SMTP_REFUSED_PROTOCOL,
-                                         actor="?", target="", context={"error": type(cause).__name__, "detail": str(cause)[:300]}))
+        self.log.warning(
+            "inbound session error", error=type(cause).__name__, detail=str(cause)[:300]
+        )
+        await self.ctx.audit(
+            AuditRecord(
+                AuditEvent.SMTP_TLS_FAILED
+                if "TLS" in type(error).__name__
+                else AuditEvent.SMTP_REFUSED_PROTOCOL,
+                actor="?",
+                target="",
+                context={"error": type(cause).__name__, "detail": str(cause)[:300]},
+            )
+        )
         return "421 4.3.0 Service not available, closing transmission channel"
 
 
-def make_inbound_protocol(ctx: InboundContext, tls_context: Any, *, timeout: float) -> Callable[[], SMTP]:
+def make_inbound_protocol(
+    ctx: InboundContext, tls_context: Any, *, timeout: float
+) -> Callable[[], SMTP]:
     handler = InboundHandler(ctx)
 
     def factory() -> SMTP:

@@ -9,7 +9,7 @@ thread so that one login never stalls the other sessions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from mssante.audit.events import AuditEvent
 
 # (event, reply line, session) -> awaitable that records the audit entry.
-AuditHook = Callable[[AuditEvent, str, Any], Awaitable[None]]
+AuditHook = Callable[[AuditEvent, str, Any], Coroutine[Any, Any, None]]
 # (login, password, peer address) -> awaitable: the account's login name, or None if refused.
 PasswordCheck = Callable[[str, str, str], Awaitable[str | None]]
 
@@ -59,7 +59,7 @@ class MssSMTP(SMTP):
         loop = asyncio.get_event_loop()
         task = loop.create_task(self._audit_hook(AuditEvent.SMTP_TIMEOUT, "timeout", self.session))
         self._background = task  # keep a reference until the loop runs it
-        super()._timeout_cb()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     # -- AUTH: aiosmtpd checks credentials synchronously; we defer and check in a thread --------
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
@@ -73,8 +73,11 @@ class MssSMTP(SMTP):
 
     async def _finish_auth(self, result: AuthResult) -> AuthResult:
         if result.message != _PENDING or self._password_check is None:
-            return result if result.message != _PENDING else AuthResult(success=False, handled=False)
-        data: LoginPassword = result.auth_data
+            return (
+                result if result.message != _PENDING else AuthResult(success=False, handled=False)
+            )
+        data = result.auth_data
+        assert isinstance(data, LoginPassword)
         login = data.login.decode("utf-8", "replace")
         password = data.password.decode("utf-8", "replace")
         peer = str(self.session.peer[0]) if self.session and self.session.peer else "?"

@@ -12,6 +12,7 @@ durable transaction before 250.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -92,15 +93,31 @@ class SubmissionHandler:
         context = {"peer": peer, "mechanism": "password", "via": "submission"}
         if account is None:
             self.ctx.throttle.failed(*keys)
-            await self.ctx.audit(AuditRecord(AuditEvent.SUBMISSION_LOGIN_FAILED, actor=login, target=login, context=context))
+            await self.ctx.audit(
+                AuditRecord(
+                    AuditEvent.SUBMISSION_LOGIN_FAILED, actor=login, target=login, context=context
+                )
+            )
             return None
         self.ctx.throttle.succeeded(keys[0])
-        await self.ctx.audit(AuditRecord(AuditEvent.SUBMISSION_LOGIN_SUCCEEDED, actor=account.login, target=account.login, context=context))
+        await self.ctx.audit(
+            AuditRecord(
+                AuditEvent.SUBMISSION_LOGIN_SUCCEEDED,
+                actor=account.login,
+                target=account.login,
+                context=context,
+            )
+        )
         return account.login
 
     # -- MAIL FROM -------------------------------------------------------------------------------
     async def handle_MAIL(
-        self, server: MssSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+        self,
+        server: MssSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
     ) -> str:
         login = _login(session)
         if login is None:
@@ -116,14 +133,24 @@ class SubmissionHandler:
 
     # -- RCPT TO ---------------------------------------------------------------------------------
     async def handle_RCPT(
-        self, server: MssSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+        self,
+        server: MssSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
     ) -> str:
         refusal = check_recipient_count(len(envelope.rcpt_tos), self.ctx.max_recipients) or (
             check_submission_recipient(self.ctx.whitelist(), self.ctx.local_domains, address)
         )
-        if refusal is None and domain_of(address) in self.ctx.local_domains:
-            if not await asyncio.to_thread(self.ctx.store.is_local, address):
-                refusal = Refusal(replies.UNKNOWN_RECIPIENT, AuditEvent.SUBMISSION_REFUSED_RECIPIENT, address)
+        if (
+            refusal is None
+            and domain_of(address) in self.ctx.local_domains
+            and not await asyncio.to_thread(self.ctx.store.is_local, address)
+        ):
+            refusal = Refusal(
+                replies.UNKNOWN_RECIPIENT, AuditEvent.SUBMISSION_REFUSED_RECIPIENT, address
+            )
         if refusal is not None:
             utf8 = "SMTPUTF8" in (o.upper() for o in envelope.mail_options)
             await self._refuse(server, session, refusal, address)
@@ -170,30 +197,51 @@ class SubmissionHandler:
         local = [r for r in envelope.rcpt_tos if domain_of(r) in self.ctx.local_domains]
         remote = [r for r in envelope.rcpt_tos if domain_of(r) not in self.ctx.local_domains]
         sender = envelope.mail_from or ""
-        outgoing = OutgoingMessage(digest, len(message), sender, remote, headers.message_id, login, queue_id)
+        outgoing = OutgoingMessage(
+            digest, len(message), sender, remote, headers.message_id, login, queue_id
+        )
 
         def work(db: DbSession) -> None:
             if local:
                 self.ctx.store.deliver_in(db, digest, len(message), headers, local)
             if remote:
                 self.ctx.enqueue(db, outgoing)
-            self.ctx.store.deliver_in(db, digest, len(message), headers, [sender], folder="Sent", flags=["\\Seen"])
-            append(db, AuditRecord(
-                AuditEvent.SUBMISSION_MESSAGE_ACCEPTED, actor=login, target=",".join(envelope.rcpt_tos),
-                context={"queue_id": queue_id, "from": sender, "message_id": headers.message_id,
-                         "local": len(local), "remote": len(remote), "size": len(message)},
-            ))
+            self.ctx.store.deliver_in(
+                db, digest, len(message), headers, [sender], folder="Sent", flags=["\\Seen"]
+            )
+            append(
+                db,
+                AuditRecord(
+                    AuditEvent.SUBMISSION_MESSAGE_ACCEPTED,
+                    actor=login,
+                    target=",".join(envelope.rcpt_tos),
+                    context={
+                        "queue_id": queue_id,
+                        "from": sender,
+                        "message_id": headers.message_id,
+                        "local": len(local),
+                        "remote": len(remote),
+                        "size": len(message),
+                    },
+                ),
+            )
 
         await self.ctx.committer.run(work)
         if remote:
             self.ctx.notify_queue()
 
-    async def _refuse(self, server: MssSMTP, session: Session, refusal: Refusal, target: str) -> str:
+    async def _refuse(
+        self, server: MssSMTP, session: Session, refusal: Refusal, target: str
+    ) -> str:
         peer = str(session.peer[0]) if session.peer else "?"
-        await self.ctx.audit(AuditRecord(
-            refusal.event, actor=_login(session) or peer, target=target,
-            context={"peer": peer, "reply": str(refusal.reply), "detail": refusal.detail},
-        ))
+        await self.ctx.audit(
+            AuditRecord(
+                refusal.event,
+                actor=_login(session) or peer,
+                target=target,
+                context={"peer": peer, "reply": str(refusal.reply), "detail": refusal.detail},
+            )
+        )
         server.refusal_audited = True
         return str(refusal.reply)
 
@@ -216,9 +264,19 @@ def make_submission_protocol(
 
     async def audit_hook(event: AuditEvent, line: str, session: Any) -> None:
         peer = str(session.peer[0]) if session is not None and session.peer else "?"
-        await ctx.audit(AuditRecord(event, actor=peer, target="", context={"reply": line[:300], "via": "submission"}))
+        await ctx.audit(
+            AuditRecord(
+                event, actor=peer, target="", context={"reply": line[:300], "via": "submission"}
+            )
+        )
 
     def factory() -> SMTP:
+        with warnings.catch_warnings():
+            # On 465 the whole connection is TLS (RFC 8314), which aiosmtpd's check cannot see.
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            return _protocol()
+
+    def _protocol() -> SMTP:
         return MssSMTP(
             handler,
             audit_hook=audit_hook,

@@ -43,7 +43,11 @@ def received_header(facts: TraceFacts, queue_id: str, now: datetime | None = Non
     protocol = "ESMTPSA" if facts.authenticated_as else ("ESMTPS" if facts.tls_version else "ESMTP")
     tls = f" (using {facts.tls_version} with cipher {facts.cipher})" if facts.tls_version else ""
     cert = f'{_FOLD}(client certificate "{_clean(facts.peer_dn)}")' if facts.peer_dn else ""
-    auth = f"{_FOLD}(authenticated as {_clean(facts.authenticated_as)})" if facts.authenticated_as else ""
+    auth = (
+        f"{_FOLD}(authenticated as {_clean(facts.authenticated_as)})"
+        if facts.authenticated_as
+        else ""
+    )
     rcpt = f" for <{_clean(facts.recipient)}>" if facts.recipient else ""
     when = format_datetime(now or datetime.now(UTC))
     line = (
@@ -62,3 +66,31 @@ def mssante_trace_header(facts: TraceFacts) -> bytes:
         parts.append(f"auth={_clean(facts.authenticated_as)}")
     parts += [f"tls={facts.tls_version or 'none'}", f"cipher={facts.cipher or 'none'}"]
     return ("X-MSSante-Trace: " + (";" + _FOLD).join(parts) + "\r\n").encode("ascii")
+
+
+def parse_trace(raw: bytes) -> dict[str, str]:
+    """The fields of the first ``X-MSSante-Trace`` header of ``raw`` (empty if none)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+    unfolded = head.replace("\r\n\t", " ").replace("\r\n ", " ")
+    for line in unfolded.split("\r\n"):
+        if line.lower().startswith("x-mssante-trace:"):
+            fields = (part.strip() for part in line.split(":", 1)[1].split(";"))
+            pairs = (f.split("=", 1) for f in fields if "=" in f)
+            return {k.strip(): _unescape(v.strip().strip('"')) for k, v in pairs}
+    return {}
+
+
+def _unescape(value: str) -> str:
+    """Undo the ``\\XX`` escapes of :func:`_clean` (RFC 4514 hex pairs of UTF-8)."""
+    if "\\" not in value:
+        return value
+    out, i = bytearray(), 0
+    while i < len(value):
+        pair = value[i + 1 : i + 3]
+        if value[i] == "\\" and len(pair) == 2 and all(c in "0123456789ABCDEFabcdef" for c in pair):
+            out.append(int(pair, 16))
+            i += 3
+        else:
+            out += value[i].encode()
+            i += 1
+    return out.decode("utf-8", "replace")

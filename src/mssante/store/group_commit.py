@@ -13,6 +13,7 @@ piece never takes the others down with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,10 +54,8 @@ class GroupCommitter:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         self._executor.shutdown(wait=True)
 
@@ -80,7 +79,7 @@ class GroupCommitter:
             with self.db.session() as session:
                 results = [item.work(session) for item in batch]
             return [(True, r) for r in results]
-        except Exception:  # noqa: BLE001 - isolate the faulty piece below
+        except Exception:
             if len(batch) == 1:
                 return [self._one(batch[0])]
             self._log.info("group commit failed; retrying pieces one by one", size=len(batch))
@@ -90,5 +89,5 @@ class GroupCommitter:
         try:
             with self.db.session() as session:
                 return True, item.work(session)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller
+        except Exception as exc:
             return False, exc
