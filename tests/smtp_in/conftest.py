@@ -4,6 +4,7 @@ certificates the tests present, and a gallery of bad certificates for the refusa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -206,12 +207,12 @@ def b_database(tmp_path: Path) -> Iterator[dict[str, str]]:
     drop_schema(schema)
 
 
-@pytest.fixture
-async def operator_b(
-    space: Space, tmp_path: Path, b_database: dict[str, str]
+@contextlib.asynccontextmanager
+async def running_operator_b(
+    space: Space, root: Path, database: dict[str, str], **smtp: object
 ) -> AsyncIterator[OperatorRuntime]:
     """Operator B, running: listeners up, whitelist in force, one professional with an account."""
-    settings = operator_b_settings(space, tmp_path / "b", b_database)
+    settings = operator_b_settings(space, root, database, **smtp)
     rt = build_runtime(settings)
     rt.sync.crls.refresh()
     outcome = rt.sync.keeper.accept(space.whitelist_xml, space.whitelist_sig)
@@ -222,6 +223,16 @@ async def operator_b(
     stop = asyncio.Event()
     task = asyncio.create_task(run_operator(settings, stop, runtime=rt))
     await rt.started.wait()
-    yield rt
-    stop.set()
-    await task
+    try:
+        yield rt
+    finally:
+        stop.set()
+        await task
+
+
+@pytest.fixture
+async def operator_b(
+    space: Space, tmp_path: Path, b_database: dict[str, str]
+) -> AsyncIterator[OperatorRuntime]:
+    async with running_operator_b(space, tmp_path / "b", b_database) as rt:
+        yield rt
