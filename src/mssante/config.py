@@ -163,7 +163,10 @@ class SmtpSettings(BaseModel):
     give_up_after: int = Field(
         5 * 86400, ge=60, description="Seconds after which delivery fails and a DSN is sent"
     )
-    delivery_workers: int = Field(8, ge=1, description="Concurrent outbound connections at most")
+    delivery_workers: int = Field(16, ge=1, description="Concurrent outbound connections at most")
+    connections_per_domain: int = Field(
+        8, ge=1, description="Concurrent outbound connections to one destination domain at most"
+    )
     connect_timeout: float = Field(30.0, gt=0, description="Seconds to open an outbound connection")
 
 

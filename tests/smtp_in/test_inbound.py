@@ -240,3 +240,47 @@ async def test_duplicate_message_id_is_stored_once(
     replies = await _session(operator_b, space, space.a, steps)
     assert [code for code, _ in replies] == [250] * 6
     assert _inbox(operator_b) == ["Deux fois"]
+
+
+async def test_data_edge_cases_over_one_pipelined_connection(operator_b: OperatorRuntime, space: Space) -> None:
+    """Dot-stuffing undone (RFC 5321 §4.5.2), an empty body, a body ending without CRLF before
+    the dot is impossible, commands pipelined right after the end of data (RFC 2920)."""
+    import socket as socket_mod
+
+    def run() -> bytes:
+        ctx = client_context(space.a, ca=space.pki.paths().root)
+        with socket_mod.create_connection(("127.0.0.1", _port(operator_b)), timeout=10) as raw:
+            f = raw.makefile("rb")
+            f.readline()
+            raw.sendall(b"EHLO smtp.a.mssante.test\r\n")
+            while not f.readline().startswith(b"250 "):
+                pass
+            raw.sendall(b"STARTTLS\r\n")
+            f.readline()
+            with ctx.wrap_socket(raw, server_hostname="x") as tls:
+                tls.sendall(b"EHLO smtp.a.mssante.test\r\n")
+                t = tls.makefile("rb")
+                while not t.readline().startswith(b"250 "):
+                    pass
+                for line in (f"MAIL FROM:<x@{DOMAIN_A}>", f"RCPT TO:<{MARTIN}>", "DATA"):
+                    tls.sendall(line.encode() + b"\r\n")
+                    t.readline()
+                body = b"Subject: points\r\nMessage-ID: <dots@a>\r\n\r\n..leading dot\r\n...two\r\n.\r\nQUIT\r\n"
+                tls.sendall(body)  # QUIT pipelined right after the end of data
+                return t.readline() + t.readline()
+
+    replies = await asyncio.to_thread(run)
+    assert replies.startswith(b"250 2.0.0 Message accepted") and b"221" in replies
+    raw = operator_b.store.read(operator_b.store.list_messages(MARTIN)[0].blob_sha256)
+    assert raw.endswith(b"\r\n\r\n.leading dot\r\n..two\r\n")
+
+
+async def test_a_line_over_1000_octets_is_refused(operator_b: OperatorRuntime, space: Space) -> None:
+    long_line = b"Subject: x\r\n\r\n" + b"a" * 1200 + b"\r\n"
+
+    def steps(c: Client) -> list[tuple[int, str]]:
+        return [c.cmd(f"MAIL FROM:<x@{DOMAIN_A}>"), c.cmd(f"RCPT TO:<{MARTIN}>"), c.data(long_line)]
+
+    replies = await _session(operator_b, space, space.a, steps)
+    assert replies[2][0] == 500 and "Line too long" in replies[2][1]
+    assert _inbox(operator_b) == []

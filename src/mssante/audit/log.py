@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from mssante.audit.events import AuditRecord
+from mssante.store import tables
 from mssante.store.db import Database
 from mssante.store.models import AuditEntry, AuditHead
 
@@ -55,34 +56,41 @@ def entry_hash(
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
-def append(session: Session, record: AuditRecord) -> AuditEntry:
+def append(session: Session, record: AuditRecord) -> None:
     """Append ``record`` inside the caller's transaction, so the action and its trace commit
     together. The UPDATE on the head row comes first: it takes the write lock (a row lock on
-    PostgreSQL, the database lock on SQLite) so concurrent appends are serialised."""
-    session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=AuditHead.seq + 1))
-    head = session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID)).scalar_one()
+    PostgreSQL, the database lock on SQLite) so concurrent appends are serialised. Core
+    statements, not ORM objects: this runs for every message, so it is kept lean."""
+    head = tables.audit_head
+    seq, prev_hash = session.execute(
+        update(head)
+        .where(head.c.id == HEAD_ID)
+        .values(seq=head.c.seq + 1)
+        .returning(head.c.seq, head.c.hash)
+    ).one()
     context = _json_safe(record.context)
-    entry = AuditEntry(
-        seq=head.seq,
+    digest = entry_hash(
+        seq=seq,
         at=record.at,
         event=record.event.value,
         actor=record.actor,
         target=record.target,
         context=context,
-        prev_hash=head.hash,
+        prev_hash=prev_hash,
     )
-    entry.hash = entry_hash(
-        seq=entry.seq,
-        at=entry.at,
-        event=entry.event,
-        actor=entry.actor,
-        target=entry.target,
-        context=context,
-        prev_hash=entry.prev_hash,
+    session.execute(
+        insert(tables.audit_log).values(
+            seq=seq,
+            at=record.at,
+            event=record.event.value,
+            actor=record.actor,
+            target=record.target,
+            context=context,
+            prev_hash=prev_hash,
+            hash=digest,
+        )
     )
-    head.hash = entry.hash
-    session.add(entry)
-    return entry
+    session.execute(update(head).where(head.c.id == HEAD_ID).values(hash=digest))
 
 
 def _json_safe(context: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from mssante.errors import NotFoundError
+from mssante.store import tables
 from mssante.store.blobs import BlobStore
 from mssante.store.db import Database
 from mssante.store.models import Folder, Mailbox, MailboxEntry, Message
@@ -176,24 +177,18 @@ class MailStore:
         flags: Sequence[str] = (),
     ) -> list[Delivered]:
         """The database half of :meth:`deliver`, inside the caller's transaction (so a batch of
-        messages can share one commit)."""
-        boxes = []
-        for address in dict.fromkeys(a.lower() for a in recipients):
-            box = self.open_mailbox(session, address)
-            if box is None:
-                raise NotFoundError(f"no mailbox {address}")
-            boxes.append(box)
-        message: Message | None = None
+        messages can share one commit). Core statements: this runs for every message."""
+        boxes = _open_boxes(session, recipients)
+        message_pk: int | None = None
         results = []
-        for box in boxes:
-            if headers.message_id and _holds(session, box, headers.message_id):
-                results.append(Delivered(box.address, folder, 0, duplicate=True))
+        for box_id, address in boxes:
+            if headers.message_id and _holds(session, box_id, headers.message_id):
+                results.append(Delivered(address, folder, 0, duplicate=True))
                 continue
-            if message is None:
-                message = _message_row(digest, size, headers)
-                session.add(message)
-                session.flush()
-            results.append(_add_entry(session, box, folder, message, flags))
+            if message_pk is None:
+                message_pk = _insert_message(session, digest, size, headers)
+            uid = _add_entry(session, box_id, folder, message_pk, flags)
+            results.append(Delivered(address, folder, uid, duplicate=False))
         return results
 
     # -- reading -----------------------------------------------------------------------------
@@ -221,55 +216,83 @@ class MailStore:
         return self.blobs.get(digest)
 
 
-def _holds(session: Session, box: Mailbox, message_id: str) -> bool:
+def _open_boxes(session: Session, recipients: Sequence[str]) -> list[tuple[int, str]]:
+    """(id, address) of each recipient's open mailbox, in order; NotFoundError if one has none."""
+    wanted = list(dict.fromkeys(a.lower() for a in recipients))
+    rows = session.execute(
+        select(Mailbox.id, Mailbox.address).where(
+            Mailbox.address.in_(wanted), Mailbox.closed_at.is_(None)
+        )
+    ).all()
+    found = {address: box_id for box_id, address in rows}
+    for address in wanted:
+        if address not in found:
+            raise NotFoundError(f"no mailbox {address}")
+    return [(found[a], a) for a in wanted]
+
+
+def _holds(session: Session, box_id: int, message_id: str) -> bool:
     found = session.execute(
         select(MailboxEntry.id)
         .join(Folder, Folder.id == MailboxEntry.folder_id)
         .join(Message, Message.id == MailboxEntry.message_pk)
-        .where(Folder.mailbox_id == box.id, Message.message_id == message_id)
+        .where(Folder.mailbox_id == box_id, Message.message_id == message_id)
         .limit(1)
     ).first()
     return found is not None
 
 
-def _message_row(digest: str, size: int, headers: Headers) -> Message:
-    return Message(
-        blob_sha256=digest,
-        size=size,
-        message_id=headers.message_id,
-        subject=headers.subject,
-        from_address=headers.from_address,
-        date=headers.date,
-    )
+def _insert_message(session: Session, digest: str, size: int, headers: Headers) -> int:
+    pk: int = session.execute(
+        insert(tables.messages)
+        .values(
+            blob_sha256=digest,
+            size=size,
+            message_id=headers.message_id,
+            subject=headers.subject,
+            from_address=headers.from_address,
+            date=headers.date,
+            received_at=datetime.now(UTC),
+        )
+        .returning(tables.messages.c.id)
+    ).scalar_one()
+    return pk
 
 
 def _add_entry(
-    session: Session, box: Mailbox, folder_name: str, message: Message, flags: Sequence[str]
-) -> Delivered:
-    folder = _folder(session, box, folder_name)
-    # Take the next UID under the folder row's write lock (RFC 9051 §2.3.1.1).
+    session: Session, box_id: int, folder_name: str, message_pk: int, flags: Sequence[str]
+) -> int:
+    """Take the folder's next UID under its row's write lock (RFC 9051 §2.3.1.1), then add the
+    entry. The UPDATE … RETURNING is one statement on SQLite and PostgreSQL alike."""
+    folders = tables.folders
+    row = session.execute(
+        update(folders)
+        .where(folders.c.mailbox_id == box_id, folders.c.name == folder_name)
+        .values(uid_next=folders.c.uid_next + 1)
+        .returning(folders.c.id, folders.c.uid_next)
+    ).first()
+    if row is None:
+        _create_folders(session, box_id, folder_name)
+        return _add_entry(session, box_id, folder_name, message_pk, flags)
+    folder_id, uid_next = row
     session.execute(
-        update(Folder).where(Folder.id == folder.id).values(uid_next=Folder.uid_next + 1)
-    )
-    session.refresh(folder, ["uid_next"])
-    uid = folder.uid_next - 1
-    session.add(
-        MailboxEntry(
-            folder_id=folder.id, uid=uid, message_pk=message.id, flags=" ".join(sorted(set(flags)))
+        insert(tables.mailbox_entries).values(
+            folder_id=folder_id,
+            uid=uid_next - 1,
+            message_pk=message_pk,
+            flags=" ".join(sorted(set(flags))),
+            internal_date=datetime.now(UTC),
         )
     )
-    return Delivered(box.address, folder_name, uid, duplicate=False)
+    return int(uid_next - 1)
 
 
-def _folder(session: Session, box: Mailbox, name: str) -> Folder:
-    folder = next((f for f in box.folders if f.name == name), None)
-    if folder is None:
-        MailStore.ensure_folders(session, box)
-        session.flush()
-        folder = next((f for f in box.folders if f.name == name), None)
-    if folder is None:
-        raise NotFoundError(f"no folder {name}")
-    return folder
+def _create_folders(session: Session, box_id: int, wanted: str) -> None:
+    box = session.get(Mailbox, box_id)
+    if box is None or wanted not in {name for name, _ in STANDARD_FOLDERS}:
+        raise NotFoundError(f"no folder {wanted}")
+    MailStore.ensure_folders(session, box)
+    session.flush()
 
 
 def _summary(entry: MailboxEntry, msg: Message) -> MessageSummary:

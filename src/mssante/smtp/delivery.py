@@ -75,7 +75,7 @@ from mssante.trust.model import Whitelist
 
 Clock = Callable[[], datetime]
 
-CLAIM_BATCH = 100  # recipients claimed at a time for one domain
+CLAIM_BATCH = 20  # recipients claimed at a time by one connection (small: spreads the work)
 POLL_SECONDS = 1.0  # the queue is looked at least this often without notify()
 REUSE_SECONDS = 300.0  # a connection carries new work for at most this long
 LEASE = timedelta(hours=1)  # in flight longer than this: its worker is taken for dead
@@ -178,7 +178,7 @@ class DeliveryService:
         self._slots = asyncio.Semaphore(settings.smtp.delivery_workers)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._active: dict[str, asyncio.Task[None]] = {}
+        self._active: dict[str, set[asyncio.Task[None]]] = {}
         self._log = get_logger("mssante.smtp.delivery")
 
     # -- entry points ----------------------------------------------------------------------
@@ -218,19 +218,30 @@ class DeliveryService:
 
     # -- the run loop ----------------------------------------------------------------------
     async def _dispatch(self) -> None:
-        free = self._smtp.delivery_workers - len(self._active)
+        """Start one more connection for each domain with due work, up to
+        ``connections_per_domain`` per domain and ``delivery_workers`` in all: a busy peer
+        ramps up to several parallel connections as work keeps arriving, a quiet one gets one."""
+        free = self._smtp.delivery_workers - sum(len(t) for t in self._active.values())
         if free <= 0:
             return
+        full = {
+            d
+            for d, tasks in self._active.items()
+            if len(tasks) >= self._smtp.connections_per_domain
+        }
         domains = await asyncio.to_thread(
-            self.queue.due_domains, now=self._clock(), limit=free, exclude=set(self._active)
+            self.queue.due_domains, now=self._clock(), limit=free, exclude=full
         )
         for domain in domains:
             task = asyncio.create_task(self._domain_job(_Job(domain, self._clock, RoundReport())))
-            self._active[domain] = task
+            self._active.setdefault(domain, set()).add(task)
             task.add_done_callback(functools.partial(self._job_done, domain))
 
     def _job_done(self, domain: str, task: asyncio.Task[None]) -> None:
-        self._active.pop(domain, None)
+        tasks = self._active.get(domain, set())
+        tasks.discard(task)
+        if not tasks:
+            self._active.pop(domain, None)
         if not task.cancelled() and task.exception() is not None:
             self._log.error("queue.job_crashed", domain=domain, error=repr(task.exception()))
         self._wake.set()
@@ -256,7 +267,8 @@ class DeliveryService:
     async def _shutdown(self) -> None:
         """Let running jobs finish for a while, cancel the rest, give back what we hold."""
         if self._active:
-            _, pending = await asyncio.wait(list(self._active.values()), timeout=SHUTDOWN_GRACE)
+            running = [t for tasks in self._active.values() for t in tasks]
+            _, pending = await asyncio.wait(running, timeout=SHUTDOWN_GRACE)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -441,13 +453,17 @@ class DeliveryService:
 
     # -- transactions ----------------------------------------------------------------------
     async def _send_batch(self, job: _Job, peer: _Peer, batch: DomainBatch) -> None:
+        """Every message of the batch, then one transaction for all their outcomes. A crash
+        before that commit sends the batch again; the receiver drops what it already holds
+        (same Message-ID), so this costs a resend, never a duplicate in a mailbox."""
+        replies: list[tuple[Claim, Reply]] = []
         for message, claims in batch.by_message():
             if not peer.alive:
                 lost = Reply(451, f"4.4.2 connection to {peer.route.host} lost", peer.route.host)
-                await self._settle(job, claims, lost)
+                replies += [(claim, lost) for claim in claims]
                 continue
-            replies = await self._transaction(peer, message, claims)
-            await self._settle_each(job, replies)
+            replies += await self._transaction(peer, message, claims)
+        await self._settle_each(job, replies)
 
     async def _transaction(
         self, peer: _Peer, message: QueuedMessage, claims: tuple[Claim, ...]

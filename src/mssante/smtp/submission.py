@@ -122,7 +122,9 @@ class SubmissionHandler:
         login = _login(session)
         if login is None:
             return str(replies.AUTH_REQUIRED)
-        allowed = await asyncio.to_thread(self.ctx.accounts.sendable_addresses, login)
+        allowed: Set[str] | None = getattr(session, "mssante_allowed", None)
+        if allowed is None:  # once per session: a client sends many messages on one login
+            allowed = await asyncio.to_thread(self.ctx.accounts.sendable_addresses, login)
         refusal = check_envelope_sender(address, allowed)
         if refusal is not None:
             return await self._refuse(server, session, refusal, address)
