@@ -54,8 +54,17 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
     node = open_node(settings)
     sync = WhitelistSync(settings, node.audit)
     store = MailStore(node.db, node.blobs)
+    committer = GroupCommitter(node.db)
     delivery = DeliveryService(
-        settings, node.db, node.blobs, store, sync.keeper.current, sync.trust, sync.crls, node.audit
+        settings,
+        node.db,
+        node.blobs,
+        store,
+        sync.keeper.current,
+        sync.trust,
+        sync.crls,
+        node.audit,
+        committer=committer,
     )
     return OperatorRuntime(
         settings=settings,
@@ -63,7 +72,7 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         sync=sync,
         store=store,
         accounts=Accounts(node.db),
-        committer=GroupCommitter(node.db),
+        committer=committer,
         delivery=delivery,
     )
 

@@ -63,6 +63,7 @@ from mssante.smtp.queue import (
     RetryPolicy,
     Settled,
     apply,
+    claim_due_in,
     domain_of,
     enqueue,
     utc_now,
@@ -70,6 +71,7 @@ from mssante.smtp.queue import (
 from mssante.smtp.routes import NoRoute, Route, RouteResolver, is_ip_literal
 from mssante.store.blobs import BlobStore
 from mssante.store.db import Database
+from mssante.store.group_commit import GroupCommitter
 from mssante.store.models import QueueStatus
 from mssante.trust.model import Whitelist
 
@@ -158,6 +160,7 @@ class DeliveryService:
         audit: AuditSink,
         *,
         clock: Clock = utc_now,
+        committer: GroupCommitter | None = None,
         routes: RouteResolver | None = None,
         worker_id: str | None = None,
     ) -> None:
@@ -172,6 +175,9 @@ class DeliveryService:
         self._crls = crls
         self._audit = audit
         self._clock = clock
+        # With a committer, claims and outcomes share the process's group commit instead of
+        # competing with it for SQLite's single writer lock.
+        self._committer = committer
         self._routes = routes or RouteResolver(settings.smtp.routes)
         self._tls = client_context(settings)
         self._notifier = Notifier(settings, blobs, mail_store, self.queue.policy)
@@ -287,13 +293,18 @@ class DeliveryService:
                 await self._release(job)
 
     async def _claim(self, job: _Job) -> DomainBatch | None:
-        batches = await asyncio.to_thread(
-            self.queue.claim_due,
+        claim = functools.partial(
+            claim_due_in,
+            db=self.db,
             worker_id=self.worker_id,
             limit=CLAIM_BATCH,
             now=job.clock(),
             domains=[job.domain],
         )
+        if self._committer is not None:
+            batches = await self._committer.run(claim)
+        else:
+            batches = await asyncio.to_thread(self._claim_alone, claim)
         if not batches:
             return None
         job.held.update(claim.recipient_id for claim in batches[0].claims)
@@ -537,7 +548,12 @@ class DeliveryService:
         now = job.clock()
         settled = [self.queue.settle(claim, reply, now) for claim, reply in replies]
         notices = await asyncio.to_thread(self._notifier.prepare, settled, now)
-        await asyncio.to_thread(self._commit, settled, notices, now)
+        if self._committer is not None:
+            await self._committer.run(
+                functools.partial(self._commit_in, settled=settled, notices=notices, now=now)
+            )
+        else:
+            await asyncio.to_thread(self._commit, settled, notices, now)
         job.held.difference_update(outcome.claim.recipient_id for outcome in settled)
         job.report.add(settled)
         job.report.notices += len(notices)
@@ -549,12 +565,26 @@ class DeliveryService:
                 reply=outcome.reply.line(),
             )
 
+    def _claim_alone(self, claim: Callable[[Session], list[DomainBatch]]) -> list[DomainBatch]:
+        with self.db.session() as session:
+            return claim(session)
+
     def _commit(self, settled: Sequence[Settled], notices: Sequence[Notice], now: datetime) -> None:
         """Outcomes, audit entries and notifications: one transaction."""
         with self.db.session() as session:
-            apply(session, settled, now)
-            for notice in notices:
-                self._notifier.dispatch(session, notice, now)
+            self._commit_in(session, settled=settled, notices=notices, now=now)
+
+    def _commit_in(
+        self,
+        session: Session,
+        *,
+        settled: Sequence[Settled],
+        notices: Sequence[Notice],
+        now: datetime,
+    ) -> None:
+        apply(session, settled, now)
+        for notice in notices:
+            self._notifier.dispatch(session, notice, now)
 
 
 # -- notifications (DSN, delay notices) ------------------------------------------------------

@@ -246,9 +246,21 @@ def claim_due(
     """Mark up to ``limit`` due recipients in flight for ``worker_id`` and return them grouped
     by domain. Two workers never get the same recipient."""
     with db.session() as session:
-        ids = _claim_ids(session, db, worker_id=worker_id, limit=limit, now=now, domains=domains)
-        claims = _load_claims(session, ids)
-    return _by_domain(claims)
+        return claim_due_in(session, db, worker_id=worker_id, limit=limit, now=now, domains=domains)
+
+
+def claim_due_in(
+    session: Session,
+    db: Database,
+    *,
+    worker_id: str,
+    limit: int,
+    now: datetime,
+    domains: Collection[str] | None = None,
+) -> list[DomainBatch]:
+    """:func:`claim_due` inside the caller's transaction (a group commit, for instance)."""
+    ids = _claim_ids(session, db, worker_id=worker_id, limit=limit, now=now, domains=domains)
+    return _by_domain(_load_claims(session, ids))
 
 
 def _claim_ids(
