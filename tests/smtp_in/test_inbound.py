@@ -8,9 +8,9 @@ import ssl
 from collections.abc import Callable
 
 import pytest
+from operator_fixtures import MARTIN, Space
 from smtp_helpers import DOMAIN_A, Cert, Client, client_context, message
 
-from conftest import MARTIN, Space
 from mssante.audit.log import iter_entries
 from mssante.operator.runtime import OperatorRuntime
 
@@ -242,7 +242,9 @@ async def test_duplicate_message_id_is_stored_once(
     assert _inbox(operator_b) == ["Deux fois"]
 
 
-async def test_data_edge_cases_over_one_pipelined_connection(operator_b: OperatorRuntime, space: Space) -> None:
+async def test_data_edge_cases_over_one_pipelined_connection(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
     """Dot-stuffing undone (RFC 5321 §4.5.2), an empty body, a body ending without CRLF before
     the dot is impossible, commands pipelined right after the end of data (RFC 2920)."""
     import socket as socket_mod
@@ -275,7 +277,9 @@ async def test_data_edge_cases_over_one_pipelined_connection(operator_b: Operato
     assert raw.endswith(b"\r\n\r\n.leading dot\r\n..two\r\n")
 
 
-async def test_a_line_over_1000_octets_is_refused(operator_b: OperatorRuntime, space: Space) -> None:
+async def test_a_line_over_1000_octets_is_refused(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
     long_line = b"Subject: x\r\n\r\n" + b"a" * 1200 + b"\r\n"
 
     def steps(c: Client) -> list[tuple[int, str]]:

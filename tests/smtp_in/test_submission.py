@@ -9,9 +9,9 @@ import smtplib
 import ssl
 
 import pytest
+from operator_fixtures import MARTIN, PASSWORD, Space
 from smtp_helpers import Client, message
 
-from conftest import MARTIN, PASSWORD, Space
 from mssante.audit.log import iter_entries
 from mssante.operator.runtime import OperatorRuntime
 from mssante.ops.accounts import Accounts, Actor, NewPerson

@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from operator_fixtures import MARTIN, Space, running_operator_b
 from smtp_helpers import DOMAIN_A, HOST_A, Cert
 
-from conftest import MARTIN, Space, running_operator_b
 from mssante.audit.log import iter_entries
 from mssante.operator.runtime import OperatorRuntime
 
