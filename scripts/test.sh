@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="openssl swaks libnet-ssleay-perl"
+APT_PACKAGES="openssl swaks libnet-ssleay-perl postfix"
 PG_URL="${MSSANTE_TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 
 install_debian_packages() {
@@ -17,6 +17,8 @@ install_debian_packages() {
   [ -z "$missing" ] && return 0
   echo "== installing Debian packages:$missing"
   apt-get update -qq
+  # Postfix must not configure or start a system instance: tests run their own (docs/decisions/0004).
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 }
 

@@ -1,0 +1,1 @@
+"""Real third-party MTAs run as peers of the operator in tests and benchmarks."""
