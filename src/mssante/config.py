@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -170,6 +170,47 @@ class SmtpSettings(BaseModel):
     connect_timeout: float = Field(30.0, gt=0, description="Seconds to open an outbound connection")
 
 
+class ImapSettings(BaseModel):
+    """IMAP for mail clients (docs/imap.md)."""
+
+    listen_host: str = Field("127.0.0.1", description="Address the IMAP listeners bind")
+    port: int = Field(
+        143, ge=0, le=65535, description="IMAP with STARTTLS, login only after TLS (0: off)"
+    )
+    tls_port: int = Field(
+        993, ge=0, le=65535, description="IMAP over implicit TLS (RFC 8314; 0: off)"
+    )
+    login_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client may stay silent before it has logged in"
+    )
+    command_timeout: float = Field(
+        1800.0, gt=0, description="Seconds a logged-in client may stay silent (RFC 9051 §5.4)"
+    )
+    idle_timeout: float = Field(
+        1800.0, gt=0, description="Seconds an IDLE may last before the server ends it (RFC 2177)"
+    )
+    literal_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client may take to send a literal it announced"
+    )
+    max_literal_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="Largest literal (APPEND message) accepted; refused before it is read",
+    )
+    max_line_bytes: int = Field(
+        65536, ge=1024, description="Longest command line accepted, literals apart"
+    )
+    max_bad_commands: int = Field(
+        5, ge=1, description="Consecutive bad commands after which the connection is closed"
+    )
+    poll_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between database checks of a selected folder for changes made by "
+        "other processes (changes made in this process are pushed at once)",
+    )
+
+
 class AuthoritySettings(BaseModel):
     listen_host: str = Field("127.0.0.1", description="Address the authority's HTTPS server binds")
     listen_port: int = Field(
@@ -187,6 +228,42 @@ class AuthoritySettings(BaseModel):
         description="File holding the bearer token that the JSON admin API requires. "
         "Empty: data_dir/authority-admin.token (created on first start)",
     )
+
+
+class AuthSettings(BaseModel):
+    """Password hashing, one-time codes and login throttling (docs/auth.md)."""
+
+    argon2_time_cost: int = Field(
+        3, ge=1, description="argon2id passes (RFC 9106 second recommended option: 3)"
+    )
+    argon2_memory_kib: int = Field(
+        64 * 1024,
+        ge=8,
+        description="argon2id memory in KiB (RFC 9106 second recommended option: 65536 = 64 MiB)",
+    )
+    argon2_parallelism: int = Field(
+        1, ge=1, le=255, description="argon2id lanes (1: each guess costs an attacker the most)"
+    )
+    totp_issuer: str = Field(
+        "",
+        description="Issuer shown by authenticator apps (RFC 6238 codes). Empty: the operator's "
+        "name, else 'MSSanté'",
+    )
+    throttle_base: float = Field(
+        0.5, ge=0, description="Seconds of delay after the first failed login (doubles after each)"
+    )
+    throttle_cap: float = Field(
+        30.0, ge=0, description="Longest delay after failed logins, seconds"
+    )
+    throttle_window: float = Field(
+        900.0, gt=0, description="Seconds after which a failed login is forgotten"
+    )
+
+    @model_validator(mode="after")
+    def _argon2_memory_fits_lanes(self) -> AuthSettings:
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise ValueError("argon2_memory_kib must be at least 8 KiB per lane")
+        return self
 
 
 class Settings(BaseSettings):
@@ -210,7 +287,9 @@ class Settings(BaseSettings):
     whitelist: WhitelistSettings = Field(default_factory=WhitelistSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    imap: ImapSettings = Field(default_factory=ImapSettings)
     authority: AuthoritySettings = Field(default_factory=AuthoritySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     # -- derived paths -------------------------------------------------------------------------
     def database_url(self) -> str:

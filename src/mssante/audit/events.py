@@ -69,6 +69,27 @@ class AuditEvent(StrEnum):
     QUEUE_PEER_REFUSED = "queue.peer_refused"  # the peer's certificate or DN was not trusted
     QUEUE_DELAY_NOTICE_SENT = "queue.delay_notice_sent"
     QUEUE_DSN_SENT = "queue.dsn_sent"
+    # Authentication (mssante.auth.service; docs/auth.md)
+    LOGIN_SUCCEEDED = "auth.login_succeeded"
+    LOGIN_FAILED = "auth.login_failed"
+    TOTP_ENROLMENT_STARTED = "auth.totp_enrolment_started"
+    TOTP_ENROLLED = "auth.totp_enrolled"
+    TOTP_CONFIRMATION_FAILED = "auth.totp_confirmation_failed"
+    APP_PASSWORD_CREATED = "auth.app_password_created"  # noqa: S105 - an event name
+    APP_PASSWORD_REVOKED = "auth.app_password_revoked"  # noqa: S105 - an event name
+    # IMAP (mssante.imap), and the folder operations it shares with the webmail (ops/folders.py)
+    IMAP_LOGIN_SUCCEEDED = "imap.login_succeeded"
+    IMAP_LOGIN_FAILED = "imap.login_failed"
+    IMAP_REFUSED_CLEARTEXT = "imap.refused_cleartext"  # LOGIN or AUTHENTICATE before TLS
+    IMAP_REFUSED_ACCESS = "imap.refused_access"  # a mailbox that is not the caller's
+    IMAP_REFUSED_PROTOCOL = "imap.refused_protocol"  # line or literal too long, bad commands
+    IMAP_TIMEOUT = "imap.timeout"
+    FOLDER_CREATED = "folder.created"
+    FOLDER_DELETED = "folder.deleted"
+    FOLDER_RENAMED = "folder.renamed"
+    FOLDER_APPENDED = "folder.appended"
+    FOLDER_MOVED = "folder.moved"
+    FOLDER_EXPUNGED = "folder.expunged"
     # The audit log itself
     AUDIT_VERIFIED = "audit.verified"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mssante.auth.service import AuthService
 from mssante.cli.common import (
     config_option,
     friendly_errors,
@@ -66,3 +67,130 @@ def add(
         print_json({"login": view.login, "id_nat": view.id_nat, "mailboxes": list(view.mailboxes)})
     else:
         click.echo(f"created {view.login} ({view.id_nat})")
+
+
+# -- second factors and app passwords (docs/auth.md) ---------------------------------------------
+def _cli_actor() -> Actor:
+    return Actor(f"cli:{getpass.getuser()}", {"via": "cli"})
+
+
+@group.group(name="totp")
+def totp_group() -> None:
+    """One-time codes (RFC 6238) for web logins: enrol a device, then confirm it."""
+
+
+@totp_group.command(name="enrol")
+@config_option
+@click.argument("address")
+@click.option(
+    "--qr",
+    "qr_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the QR code to this file (SVG if it ends in .svg, else PNG).",
+)
+@friendly_errors
+def totp_enrol(config_path: Path | None, address: str, qr_path: Path | None) -> None:
+    """Start TOTP enrolment for ADDRESS: prints the otpauth:// URI to scan or type in."""
+    node = open_node(settings_from(config_path))
+    try:
+        enrolment = AuthService(node.db, node.settings, node.audit).enrol_totp(
+            address, _cli_actor()
+        )
+    finally:
+        node.close()
+    if qr_path is not None:
+        if qr_path.suffix.lower() == ".svg":
+            qr_path.write_text(enrolment.qr_svg(), encoding="utf-8")
+        else:
+            qr_path.write_bytes(enrolment.qr_png())
+    click.echo(enrolment.uri)
+    click.echo(
+        f"Scan it (or the QR code) in an authenticator app, then: "
+        f"mssante account totp confirm {enrolment.login} CODE",
+        err=True,
+    )
+
+
+@totp_group.command(name="confirm")
+@config_option
+@click.argument("address")
+@click.argument("code")
+@friendly_errors
+def totp_confirm(config_path: Path | None, address: str, code: str) -> None:
+    """Activate the enrolled device of ADDRESS with a first CODE it shows."""
+    node = open_node(settings_from(config_path))
+    try:
+        AuthService(node.db, node.settings, node.audit).confirm_totp(address, code, _cli_actor())
+    finally:
+        node.close()
+    click.echo(f"TOTP active for {address.strip().lower()}")
+
+
+@group.group(name="app-password")
+def app_password_group() -> None:
+    """Passwords for mail programs (IMAP, submission), one per device; never for the web."""
+
+
+@app_password_group.command(name="add")
+@config_option
+@json_option
+@click.argument("address")
+@click.option("--label", required=True, help="What it is for, e.g. 'Thunderbird bureau'.")
+@friendly_errors
+def app_password_add(config_path: Path | None, as_json: bool, address: str, label: str) -> None:
+    """Create an app password for ADDRESS; it is printed this once only."""
+    node = open_node(settings_from(config_path))
+    try:
+        new = AuthService(node.db, node.settings, node.audit).add_app_password(
+            address, label, _cli_actor()
+        )
+    finally:
+        node.close()
+    if as_json:
+        print_json({**new.info.as_dict(), "password": new.password})
+    else:
+        click.echo(new.password)
+        click.echo(f"app password '{new.info.label}' (id {new.info.id}): shown once", err=True)
+
+
+@app_password_group.command(name="list")
+@config_option
+@json_option
+@click.argument("address")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked ones.")
+@friendly_errors
+def app_password_list(
+    config_path: Path | None, as_json: bool, address: str, include_revoked: bool
+) -> None:
+    """List the app passwords of ADDRESS: label, creation and last use (never the secret)."""
+    node = open_node(settings_from(config_path))
+    try:
+        infos = AuthService(node.db, node.settings, node.audit).list_app_passwords(
+            address, include_revoked=include_revoked
+        )
+    finally:
+        node.close()
+    if as_json:
+        print_json([i.as_dict() for i in infos])
+        return
+    for info in infos:
+        used = info.last_used_at.isoformat(timespec="seconds") if info.last_used_at else "never"
+        state = "" if info.active else "  (revoked)"
+        click.echo(f"{info.id:>6}  {info.hint:<8}  {info.label}  last used: {used}{state}")
+
+
+@app_password_group.command(name="revoke")
+@config_option
+@click.argument("address")
+@click.argument("label_or_id")
+@friendly_errors
+def app_password_revoke(config_path: Path | None, address: str, label_or_id: str) -> None:
+    """Revoke the app password of ADDRESS named LABEL_OR_ID (its label or its id)."""
+    node = open_node(settings_from(config_path))
+    try:
+        info = AuthService(node.db, node.settings, node.audit).revoke_app_password(
+            address, label_or_id, _cli_actor()
+        )
+    finally:
+        node.close()
+    click.echo(f"revoked app password '{info.label}' (id {info.id})")

@@ -13,6 +13,7 @@ from mssante.cli import authority as authority_cli
 from mssante.cli import config as config_cli
 from mssante.cli import db as db_cli
 from mssante.cli import demo as demo_cli
+from mssante.cli import dns as dns_cli
 from mssante.cli import mail as mail_cli
 from mssante.cli import operator as operator_cli
 from mssante.cli import pki as pki_cli
@@ -41,6 +42,7 @@ for group in (
     operator_cli.group,
     account_cli.group,
     mail_cli.group,
+    dns_cli.group,
 ):
     cli.add_command(group)
 cli.add_command(demo_cli.demo)
