@@ -87,7 +87,7 @@ async def test_local_delivery_and_sent_copy(
     raw = operator_b.store.read(operator_b.store.list_messages(dubois)[0].blob_sha256)
     assert b"with ESMTPSA" in raw.split(b"\r\n\r\n")[0]
     events = _events(operator_b)
-    assert "submission.login_succeeded" in events and events[-1] == "submission.message_accepted"
+    assert "auth.login_succeeded" in events and events[-1] == "submission.message_accepted"
 
 
 async def test_remote_recipient_in_trust_space_is_queued(
@@ -152,7 +152,7 @@ async def test_wrong_password_is_refused_audited_and_slowed(
         with pytest.raises(smtplib.SMTPAuthenticationError):
             await _submit(operator_b, space, attempt, login=(MARTIN, "mauvais-mot-de-passe"))
     # smtplib tries PLAIN, then LOGIN: every AUTH attempt is one audit entry
-    assert _events(operator_b).count("submission.login_failed") == 4
+    assert _events(operator_b).count("auth.login_failed") == 4
     assert operator_b.settings is not None
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -181,3 +181,14 @@ async def test_auth_is_not_offered_before_tls(operator_b: OperatorRuntime) -> No
 
     code, _ = await asyncio.to_thread(run)
     assert code == 530
+
+
+async def test_an_app_password_works_for_submission_and_can_be_revoked(
+    operator_b: OperatorRuntime, space: Space, dubois: str
+) -> None:
+    new = operator_b.auth.add_app_password(MARTIN, "Thunderbird cabinet", Actor("test"))
+    replies = await _submit(operator_b, space, _send_to(dubois), login=(MARTIN, new.password))
+    assert [c for c, _ in replies] == [250, 250, 250]
+    operator_b.auth.revoke_app_password(MARTIN, "Thunderbird cabinet", Actor("test"))
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        await _submit(operator_b, space, _send_to(dubois), login=(MARTIN, new.password))

@@ -56,8 +56,6 @@ class AuditEvent(StrEnum):
     SMTP_TIMEOUT = "smtp.timeout"
     SMTP_MESSAGE_ACCEPTED = "smtp.message_accepted"
     # Submission
-    SUBMISSION_LOGIN_SUCCEEDED = "submission.login_succeeded"
-    SUBMISSION_LOGIN_FAILED = "submission.login_failed"
     SUBMISSION_REFUSED_SENDER = "submission.refused_sender"
     SUBMISSION_REFUSED_RECIPIENT = "submission.refused_recipient"
     SUBMISSION_MESSAGE_ACCEPTED = "submission.message_accepted"

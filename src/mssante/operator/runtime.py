@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mssante.audit.events import AuditRecord
-from mssante.auth.throttle import LoginThrottle
+from mssante.auth.service import AuthService
 from mssante.config import Settings
 from mssante.logging import get_logger
 from mssante.operator.whitelist_sync import WhitelistSync
@@ -38,6 +38,7 @@ class OperatorRuntime:
     accounts: Accounts
     committer: GroupCommitter
     delivery: DeliveryService
+    auth: AuthService
     started: asyncio.Event = field(default_factory=asyncio.Event)
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -74,6 +75,7 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         accounts=Accounts(node.db),
         committer=committer,
         delivery=delivery,
+        auth=AuthService(node.db, settings, node.audit),
     )
 
 
@@ -115,7 +117,7 @@ async def start_listeners(rt: OperatorRuntime) -> None:
         committer=rt.committer,
         enqueue=_enqueue,
         notify_queue=rt.delivery.notify,
-        throttle=LoginThrottle(),
+        auth=rt.auth,
         audit=rt.audit,
     )
     tls_in, tls_sub = inbound_context(rt.settings), submission_context(rt.settings)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
-from mssante.auth.throttle import LoginThrottle
+from mssante.auth.service import AuthProtocol, AuthService
 from mssante.logging import get_logger
 from mssante.ops.accounts import Accounts
 from mssante.ops.mailstore import Headers, MailStore
@@ -75,7 +75,7 @@ class SubmissionContext:
     committer: GroupCommitter
     enqueue: Enqueue
     notify_queue: Callable[[], None]
-    throttle: LoginThrottle
+    auth: AuthService
     audit: AuditAsync
 
 
@@ -86,29 +86,12 @@ class SubmissionHandler:
 
     # -- AUTH (called by MssSMTP, in the session's task) ------------------------------------------
     async def check_password(self, login: str, password: str, peer: str) -> str | None:
-        login = login.strip().lower()
-        keys = (f"login:{login}", f"ip:{peer}")
-        await asyncio.sleep(self.ctx.throttle.delay(*keys))
-        account = await asyncio.to_thread(self.ctx.accounts.authenticate, login, password)
-        context = {"peer": peer, "mechanism": "password", "via": "submission"}
-        if account is None:
-            self.ctx.throttle.failed(*keys)
-            await self.ctx.audit(
-                AuditRecord(
-                    AuditEvent.SUBMISSION_LOGIN_FAILED, actor=login, target=login, context=context
-                )
-            )
-            return None
-        self.ctx.throttle.succeeded(keys[0])
-        await self.ctx.audit(
-            AuditRecord(
-                AuditEvent.SUBMISSION_LOGIN_SUCCEEDED,
-                actor=account.login,
-                target=account.login,
-                context=context,
-            )
+        """The account's password or one of its app passwords, through the one authentication
+        layer (throttled per login and per address, every attempt audited there)."""
+        principal = await self.ctx.auth.check_password_async(
+            login, password, peer=peer, protocol=AuthProtocol.SUBMISSION
         )
-        return account.login
+        return principal.login if principal else None
 
     # -- MAIL FROM -------------------------------------------------------------------------------
     async def handle_MAIL(
