@@ -266,6 +266,89 @@ class AuthSettings(BaseModel):
         return self
 
 
+class OidcSettings(BaseModel):
+    """OpenID Connect (docs/oidc.md): the issuer whose access tokens open mail (SASL XOAUTH2 and
+    OAUTHBEARER), and, for ``mssante oidc serve``, the local provider standing in for Pro Santé
+    Connect. Fields marked "provider" are read by the provider only."""
+
+    issuer: str = Field(
+        "",
+        description="Issuer identifier (https URL) whose access tokens are accepted; for the "
+        "provider, its own identifier (empty there: https://localhost:<listen_port>). Empty on "
+        "a mail server: OIDC logins are off. Pro Santé Connect's is "
+        "https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet",
+    )
+    jwks_url: str = Field(
+        "", description="The issuer's JWKS URL. Empty: read from its discovery document"
+    )
+    audience: str = Field(
+        "mssante-mail",
+        description="The 'aud' an access token must carry to open mail (the provider writes it)",
+    )
+    accepted_acr: list[str] = Field(
+        default_factory=lambda: ["eidas1", "eidas2"],
+        description="Authentication levels ('acr') accepted for mail logins",
+    )
+    clock_skew: int = Field(
+        60, ge=0, le=600, description="Seconds of clock difference tolerated on exp, nbf and iat"
+    )
+    client_id: str = Field(
+        "",
+        description="This mail server's client id at the issuer, for token introspection "
+        "(RFC 7662) and the revocation checks of long sessions. Empty: no such checks",
+    )
+    client_secret_file: Path | None = Field(
+        None, description="File holding that client's secret (mode 0600)"
+    )
+    recheck_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How often a long session (IMAP IDLE) asks whether its token still holds",
+    )
+    http_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the issuer")
+    listen_host: str = Field("127.0.0.1", description="Provider: address its HTTPS server binds")
+    listen_port: int = Field(9443, ge=0, le=65535, description="Provider: its HTTPS port")
+    signing_key: Path | None = Field(
+        None,
+        description="Provider: PEM RSA key signing ID and access tokens. Empty: "
+        "data_dir/oidc/signing-key.pem (created on first start)",
+    )
+    access_token_lifetime: int = Field(
+        300, ge=30, le=3600, description="Provider: seconds an access token lives"
+    )
+    id_token_lifetime: int = Field(
+        300, ge=30, le=3600, description="Provider: seconds an ID token lives"
+    )
+    refresh_token_lifetime: int = Field(
+        36000,
+        ge=60,
+        description="Provider: seconds a refresh token lives unused (each use gives a new one)",
+    )
+    authorization_code_lifetime: int = Field(
+        60, ge=10, le=600, description="Provider: seconds an authorization code lives"
+    )
+    clients: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Provider: public clients (mail software, webmail): client_id -> its "
+        "redirect URIs. They use the authorization code flow with PKCE S256",
+    )
+    resource_servers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Provider: mail servers allowed to introspect tokens: client_id -> SHA-256 "
+        "(hex) of its secret ('mssante oidc new-secret' makes one)",
+    )
+    account_configs: list[Path] = Field(
+        default_factory=list,
+        description="Provider: configuration files of the operators whose accounts log in with "
+        "password and TOTP (the login's domain picks one). Empty: this node's own database",
+    )
+    password_without_totp: bool = Field(
+        True,
+        description="Provider: accept the password alone (acr eidas1) from an account that has "
+        "no TOTP device",
+    )
+
+
 class Settings(BaseSettings):
     """All of one node's configuration."""
 
@@ -290,6 +373,7 @@ class Settings(BaseSettings):
     imap: ImapSettings = Field(default_factory=ImapSettings)
     authority: AuthoritySettings = Field(default_factory=AuthoritySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     # -- derived paths -------------------------------------------------------------------------
     def database_url(self) -> str:

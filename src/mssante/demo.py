@@ -219,6 +219,11 @@ def _write_operator(
             "routes": routes,
             "retry_schedule": [5, 15, 60, 300],
         },
+        "imap": {
+            "listen_host": "127.0.0.1",
+            "port": ports["imap"],  # STARTTLS
+            "tls_port": ports["imaps"],  # implicit TLS
+        },
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "operator.toml").write_text(_toml(config))

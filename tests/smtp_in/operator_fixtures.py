@@ -187,6 +187,7 @@ def operator_b_settings(
         tls={"certificate": space.b.cert, "key": space.b.key},
         operator={"name": "OPERATEUR B", "structure_id": STRUCT_B, "domains": [DOMAIN_B]},
         whitelist={"url": ""},  # the tests put the list in force themselves
+        imap={"port": base + 3, "tls_port": base + 4},  # never the real 143/993
         smtp={
             "hostname": HOST_B,
             "inbound_port": base,

@@ -76,11 +76,10 @@ class AuditEvent(StrEnum):
     APP_PASSWORD_CREATED = "auth.app_password_created"  # noqa: S105 - an event name
     APP_PASSWORD_REVOKED = "auth.app_password_revoked"  # noqa: S105 - an event name
     # IMAP (mssante.imap), and the folder operations it shares with the webmail (ops/folders.py)
-    IMAP_LOGIN_SUCCEEDED = "imap.login_succeeded"
-    IMAP_LOGIN_FAILED = "imap.login_failed"
+    IMAP_MAILBOX_OPENED = "imap.mailbox_opened"  # after the login (auth.login_*): which BAL
     IMAP_REFUSED_CLEARTEXT = "imap.refused_cleartext"  # LOGIN or AUTHENTICATE before TLS
     IMAP_REFUSED_ACCESS = "imap.refused_access"  # a mailbox that is not the caller's
-    IMAP_REFUSED_PROTOCOL = "imap.refused_protocol"  # line or literal too long, bad commands
+    IMAP_REFUSED_PROTOCOL = "imap.refused_protocol"  # a command line or a literal too long
     IMAP_TIMEOUT = "imap.timeout"
     FOLDER_CREATED = "folder.created"
     FOLDER_DELETED = "folder.deleted"
@@ -88,6 +87,15 @@ class AuditEvent(StrEnum):
     FOLDER_APPENDED = "folder.appended"
     FOLDER_MOVED = "folder.moved"
     FOLDER_EXPUNGED = "folder.expunged"
+    # OIDC (mssante.oidc, the local provider; mail logins by token are auth.login_* above)
+    OIDC_LOGIN_SUCCEEDED = "oidc.login_succeeded"  # a person proved themselves at /authorize
+    OIDC_LOGIN_FAILED = "oidc.login_failed"
+    OIDC_TOKEN_ISSUED = "oidc.token_issued"  # authorization code exchanged: a new grant
+    OIDC_TOKEN_REFRESHED = "oidc.token_refreshed"  # noqa: S105 - an event name
+    OIDC_TOKEN_REVOKED = "oidc.token_revoked"  # noqa: S105 - RFC 7009, or reuse detected
+    OIDC_REFUSED = "oidc.refused"  # a token, code or client request refused
+    OIDC_SESSION_ENDED = "oidc.session_ended"  # a mail session whose token no longer holds
+    OIDC_ISSUER_UNREACHABLE = "oidc.issuer_unreachable"
     # The audit log itself
     AUDIT_VERIFIED = "audit.verified"
 

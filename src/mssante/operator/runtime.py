@@ -16,6 +16,7 @@ from typing import Any
 from mssante.audit.events import AuditRecord
 from mssante.auth.service import AuthService
 from mssante.config import Settings
+from mssante.imap import start_imap
 from mssante.logging import get_logger
 from mssante.operator.whitelist_sync import WhitelistSync
 from mssante.ops.accounts import Accounts
@@ -92,6 +93,7 @@ def _enqueue(session: Any, message: OutgoingMessage) -> None:
 
 
 async def start_listeners(rt: OperatorRuntime) -> None:
+    await start_imap(rt)  # first: its store wakes IMAP IDLE sessions on SMTP deliveries
     smtp = rt.settings.smtp
     hostname = rt.settings.smtp_hostname()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,493 @@
+"""Our backend for pymap: pymap speaks IMAP, :mod:`mssante.ops.folders` decides and stores.
+
+pymap's backend plugin model (``pymap.backend.session.BaseSession`` over a
+``MailboxSetInterface`` of ``MailboxDataInterface``, the shape of its ``dict`` backend) is
+implemented here over the folder operations; nothing of pymap leaks past this package. The
+commands that touch many messages (FETCH with \\Seen, STORE, SEARCH, COPY, MOVE, EXPUNGE)
+are overridden to make one folder operation each, instead of pymap's one call per message.
+
+Every call goes through :meth:`MailboxRef.call`, which runs the (blocking) folder operation in
+a worker thread with the session's caller and mailbox: the authorization check happens inside
+each operation, never here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pymap.backend.mailbox import MailboxDataInterface, MailboxSetInterface
+from pymap.backend.session import BaseSession
+from pymap.concurrent import Event
+from pymap.config import IMAPConfig
+from pymap.exceptions import (
+    MailboxConflict,
+    MailboxNotFound,
+    MailboxReadOnly,
+    NotAllowedError,
+    NotSupportedError,
+)
+from pymap.flags import FlagOp
+from pymap.interfaces.message import CachedMessage, LoadedMessageInterface
+from pymap.listtree import ListTree
+from pymap.mailbox import MailboxSnapshot
+from pymap.message import BaseLoadedMessage, BaseMessage
+from pymap.mime import MessageContent
+from pymap.parsing.message import AppendMessage
+from pymap.parsing.response.code import CopyUid
+from pymap.parsing.specials import FetchRequirement, ObjectId, SearchKey, SequenceSet
+from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
+from pymap.selected import SelectedMailbox, SelectedSet
+
+from mssante.imap.bus import ChangeBus
+from mssante.imap.search import criterion_of
+from mssante.ops.folders import (
+    DELIMITER,
+    INBOX,
+    SEEN,
+    AccessDenied,
+    Caller,
+    Entry,
+    FlagMode,
+    FolderExists,
+    FolderNotFound,
+    FolderRefused,
+    Folders,
+    Probe,
+    UidRange,
+)
+
+T = TypeVar("T")
+_MODES = {
+    FlagOp.ADD: FlagMode.ADD,
+    FlagOp.DELETE: FlagMode.REMOVE,
+    FlagOp.REPLACE: FlagMode.REPLACE,
+}
+_FULL_REFRESH_POLLS = 30  # an IDLE also relists its folder this often (flag changes elsewhere)
+
+
+@contextlib.contextmanager
+def translated(name: str = "", *, try_create: bool = False) -> Iterator[None]:
+    """Folder errors as IMAP response codes (RFC 5530)."""
+    try:
+        yield
+    except AccessDenied as exc:
+        raise NotAllowedError(exc.public) from None  # NO [NOPERM]
+    except FolderNotFound:
+        raise MailboxNotFound(name, try_create=try_create) from None  # [NONEXISTENT]/[TRYCREATE]
+    except FolderExists:
+        raise MailboxConflict(name) from None  # NO [ALREADYEXISTS]
+    except FolderRefused as exc:
+        raise NotSupportedError(exc.public) from None  # NO [CANNOT]
+
+
+@dataclass(frozen=True)
+class MailboxRef:
+    """What one IMAP session works on: a caller, one mailbox, the operations and the bus."""
+
+    folders: Folders
+    caller: Caller
+    address: str
+    bus: ChangeBus
+    poll_interval: float
+
+    async def call(self, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``op(caller, address, *args)`` in a worker thread (database and blob I/O)."""
+        return await asyncio.to_thread(op, self.caller, self.address, *args, **kwargs)
+
+
+def _flags(names: Iterable[str]) -> frozenset[Flag]:
+    # A flag IMAP cannot carry (not ASCII: written by another path) is not shown.
+    return frozenset(Flag(name) for name in names if name.isascii() and name)
+
+
+def _names(flags: Iterable[Flag]) -> set[str]:
+    return {flag.value.decode("ascii") for flag in flags}
+
+
+class StoredMessage(BaseMessage):
+    """A message of a folder; its content is read from the blob store only when a command
+    needs it (FETCH of a body, envelope, size…), and parsed off the event loop."""
+
+    def __init__(
+        self,
+        entry: Entry,
+        load: Callable[[int], Any],
+        *,
+        expunged: bool = False,
+    ) -> None:
+        super().__init__(entry.uid, entry.internal_date, _flags(entry.flags), expunged=expunged)
+        self.entry = entry
+        self._load = load
+
+    def as_expunged(self) -> StoredMessage:
+        return StoredMessage(self.entry, self._load, expunged=True)
+
+    async def load_content(self, requirement: FetchRequirement) -> LoadedMessageInterface:
+        if requirement.has_none(FetchRequirement.CONTENT):
+            return BaseLoadedMessage(self, requirement, None)
+        raw: bytes | None = await self._load(self.uid)
+        content = None if raw is None else await asyncio.to_thread(MessageContent.parse, raw)
+        return BaseLoadedMessage(self, requirement, content)
+
+
+class FolderData(MailboxDataInterface[StoredMessage]):
+    """One folder of the session's mailbox, as pymap sees a mailbox."""
+
+    def __init__(self, ref: MailboxRef, name: str, probe: Probe) -> None:
+        self._ref = ref
+        self.name = name
+        self._probe = probe
+        digest = hashlib.sha256(f"{ref.address}\0{name}\0{probe.uid_validity}".encode()).digest()
+        self._mailbox_id = ObjectId.new_mailbox_id(digest[:16])
+        self._selected_set = SelectedSet()
+
+    @property
+    def mailbox_id(self) -> ObjectId:
+        return self._mailbox_id
+
+    @property
+    def readonly(self) -> bool:
+        return False
+
+    @property
+    def uid_validity(self) -> int:
+        return self._probe.uid_validity
+
+    @property
+    def permanent_flags(self) -> frozenset[Flag]:
+        # System flags and any keyword (\*): $Forwarded, $MDNSent… (RFC 9051 §7.1 PERMANENTFLAGS)
+        return (get_system_flags() - {Recent}) | {Wildcard}
+
+    @property
+    def selected_set(self) -> SelectedSet:
+        return self._selected_set
+
+    def message(self, entry: Entry) -> StoredMessage:
+        return StoredMessage(entry, self._body)
+
+    async def _body(self, uid: int) -> bytes | None:
+        with translated(self.name):
+            return await self._ref.call(self._ref.folders.body, self.name, uid)
+
+    async def update_selected(
+        self, selected: SelectedMailbox, *, wait_on: Event | None = None
+    ) -> SelectedMailbox:
+        if wait_on is not None:
+            await self._wait_for_change(selected, wait_on)
+        with translated(self.name):
+            view = await self._ref.call(self._ref.folders.select, self.name)
+        selected.mod_sequence = view.probe
+        selected.set_messages([self.message(e) for e in view.entries])
+        return selected
+
+    async def _wait_for_change(self, selected: SelectedMailbox, wait_on: Event) -> None:
+        """IDLE (RFC 2177): return when the client is done, when this process changed the
+        mailbox (the bus), or when a poll of the database shows another process did."""
+        with self._ref.bus.subscribe(self._ref.address) as changed:
+            either = wait_on.or_event(changed)
+            for _ in range(_FULL_REFRESH_POLLS):
+                if wait_on.is_set() or changed.is_set():
+                    return
+                with translated(self.name):
+                    probe = await self._ref.call(self._ref.folders.probe, self.name)
+                if probe != selected.mod_sequence:
+                    return
+                await either.wait(timeout=self._ref.poll_interval)
+
+    async def append(self, append_msg: AppendMessage, *, recent: bool = False) -> StoredMessage:
+        folders = self._ref.folders
+        with translated(self.name):
+            result = await self._ref.call(
+                folders.append,
+                self.name,
+                append_msg.literal,
+                flags=_names(append_msg.flag_set),
+                internal_date=append_msg.when,
+            )
+        when = append_msg.when or datetime.now().astimezone()
+        entry = Entry(result.uid, frozenset(_names(append_msg.flag_set)), when, 0)
+        return self.message(entry)
+
+    async def copy(self, uid: int, destination: FolderData, *, recent: bool = False) -> int | None:
+        with translated(destination.name, try_create=True):
+            result = await self._ref.call(
+                self._ref.folders.copy, self.name, [uid], destination.name
+            )
+        return result.uids[0][1] if result.uids else None
+
+    async def move(self, uid: int, destination: FolderData, *, recent: bool = False) -> int | None:
+        with translated(destination.name, try_create=True):
+            result = await self._ref.call(
+                self._ref.folders.move, self.name, [uid], destination.name
+            )
+        return result.uids[0][1] if result.uids else None
+
+    async def get(self, uid: int, cached_msg: CachedMessage) -> StoredMessage:
+        with translated(self.name):
+            entries = await self._ref.call(self._ref.folders.fetch, self.name, [uid])
+        return self.message(entries[0]) if entries else self.gone(cached_msg)
+
+    async def update(
+        self, uid: int, cached_msg: CachedMessage, flag_set: frozenset[Flag], mode: FlagOp
+    ) -> StoredMessage:
+        with translated(self.name):
+            entries = await self._ref.call(
+                self._ref.folders.store_flags,
+                self.name,
+                [uid],
+                flags=_names(flag_set),
+                mode=_MODES[mode],
+            )
+        return self.message(entries[0]) if entries else self.gone(cached_msg)
+
+    @staticmethod
+    def gone(cached: CachedMessage) -> StoredMessage:
+        """A message the folder no longer holds, as the session last saw it."""
+        if isinstance(cached, StoredMessage):
+            return cached.as_expunged()
+        raise TypeError(cached)
+
+    async def delete(self, uids: Iterable[int]) -> None:
+        with translated(self.name):
+            await self._ref.call(self._ref.folders.expunge, self.name, list(uids))
+
+    async def claim_recent(self, selected: SelectedMailbox) -> None:
+        """\\Recent is not kept (RFC 9051 dropped it): no message is ever recent."""
+
+    async def cleanup(self) -> None:
+        """Nothing to tidy: expunged bodies are collected by the store's own clean-up."""
+
+    async def snapshot(self) -> MailboxSnapshot:
+        with translated(self.name):
+            status = await self._ref.call(self._ref.folders.status, self.name)
+        return MailboxSnapshot(
+            self.mailbox_id,
+            self.readonly,
+            status.folder.uid_validity,
+            self.permanent_flags,
+            self.session_flags,
+            status.messages,
+            0,
+            status.unseen,
+            status.first_unseen,
+            status.folder.uid_next,
+        )
+
+
+class FolderSet(MailboxSetInterface[FolderData]):
+    """The folders of the session's mailbox. Every folder counts as subscribed (LSUB lists
+    them all; SUBSCRIBE and UNSUBSCRIBE are accepted and change nothing)."""
+
+    def __init__(self, ref: MailboxRef) -> None:
+        self._ref = ref
+
+    @property
+    def delimiter(self) -> str:
+        return DELIMITER
+
+    async def set_subscribed(self, name: str, subscribed: bool) -> None:
+        return None
+
+    async def list_subscribed(self) -> ListTree:
+        return await self.list_mailboxes()
+
+    async def list_mailboxes(self) -> ListTree:
+        with translated():
+            infos = await self._ref.call(self._ref.folders.list_folders)
+        return ListTree(DELIMITER).update(INBOX, *(i.name for i in infos))
+
+    async def get_mailbox(self, name: str) -> FolderData:
+        try:
+            with translated(name):
+                probe = await self._ref.call(self._ref.folders.probe, name)
+        except MailboxNotFound:
+            raise KeyError(name) from None
+        return FolderData(self._ref, name, probe)
+
+    async def add_mailbox(self, name: str) -> ObjectId:
+        try:
+            with translated(name):
+                info = await self._ref.call(self._ref.folders.create_folder, name)
+        except MailboxConflict:
+            raise ValueError(name) from None
+        digest = hashlib.sha256(f"{self._ref.address}\0{info.name}\0{info.uid_validity}".encode())
+        return ObjectId.new_mailbox_id(digest.digest()[:16])
+
+    async def delete_mailbox(self, name: str) -> None:
+        try:
+            with translated(name):
+                await self._ref.call(self._ref.folders.delete_folder, name)
+        except MailboxNotFound:
+            raise KeyError(name) from None
+
+    async def rename_mailbox(self, before: str, after: str) -> None:
+        try:
+            with translated(before):
+                await self._ref.call(self._ref.folders.rename_folder, before, after)
+        except MailboxNotFound:
+            raise KeyError(before) from None
+        except MailboxConflict:
+            raise ValueError(after) from None
+
+
+class StoreSession(BaseSession[StoredMessage]):
+    """One logged-in IMAP session on one mailbox."""
+
+    def __init__(self, ref: MailboxRef, config: IMAPConfig) -> None:
+        super().__init__(ref.address)
+        self._ref = ref
+        self._config = config
+        self._folders = FolderSet(ref)
+
+    @property
+    def config(self) -> IMAPConfig:
+        return self._config
+
+    @property
+    def mailbox_set(self) -> FolderSet:
+        return self._folders
+
+    async def _selected_data(self, selected: SelectedMailbox) -> FolderData:
+        data = await self._get_selected(selected)
+        assert isinstance(data, FolderData)
+        return data
+
+    async def list_mailboxes(
+        self,
+        ref_name: str,
+        filter_: str,
+        subscribed: bool = False,
+        selected: SelectedMailbox | None = None,
+    ) -> tuple[Iterable[tuple[str, str | None, Sequence[bytes]]], SelectedMailbox | None]:
+        """LIST and LSUB, with the RFC 6154 special-use attribute of each standard folder
+        (\\Sent, \\Drafts, \\Trash, \\Archive) in every LIST response (RFC 6154 §2)."""
+        if not filter_:  # the hierarchy delimiter request (RFC 9051 §6.3.9)
+            return [("", DELIMITER, [b"Noselect"])], await self._load_updates(selected, None)
+        with translated():
+            infos = await self._ref.call(self._ref.folders.list_folders)
+        special = {i.name: i.special_use.lstrip("\\").encode() for i in infos if i.special_use}
+        tree = ListTree(DELIMITER).update(INBOX, *(i.name for i in infos))
+        listed = [
+            (e.name, DELIMITER, [*e.attributes, *([special[e.name]] if e.name in special else [])])
+            for e in tree.list_matching(ref_name, filter_)
+        ]
+        return listed, await self._load_updates(selected, None)
+
+    async def fetch_messages(
+        self, selected: SelectedMailbox, sequence_set: SequenceSet, set_seen: bool
+    ) -> tuple[Iterable[tuple[int, StoredMessage]], SelectedMailbox]:
+        """FETCH: one query for the whole set; \\Seen set in the same operation when a body
+        is fetched without .PEEK (RFC 9051 §6.4.5)."""
+        data = await self._selected_data(selected)
+        pairs = selected.messages.get_all(sequence_set)
+        uids = [msg.uid for _, msg in pairs]
+        folders = self._ref.folders
+        with translated(data.name):
+            if set_seen and uids:
+                entries = await self._ref.call(
+                    folders.store_flags, data.name, uids, flags=[SEEN], mode=FlagMode.ADD
+                )
+            else:
+                entries = await self._ref.call(folders.fetch, data.name, uids)
+        return _pair(data, pairs, entries), await data.update_selected(selected)
+
+    async def search_mailbox(
+        self, selected: SelectedMailbox, keys: frozenset[SearchKey]
+    ) -> tuple[Iterable[tuple[int, StoredMessage]], SelectedMailbox]:
+        """SEARCH over the messages this session knows (RFC 9051 §6.4.4)."""
+        data = await self._selected_data(selected)
+        criterion = criterion_of(keys, selected)
+        known = selected.messages.get_all(SequenceSet.all(uid=True))
+        span = UidRange(1, selected.messages.max_uid)
+        with translated(data.name):
+            matched = set(
+                await self._ref.call(self._ref.folders.search, data.name, criterion, uids=span)
+            )
+        found = [(seq, msg) for seq, msg in known if msg.uid in matched]
+        return _as_stored(found), await data.update_selected(selected)
+
+    async def update_flags(
+        self,
+        selected: SelectedMailbox,
+        sequence_set: SequenceSet,
+        flag_set: frozenset[Flag],
+        mode: FlagOp = FlagOp.REPLACE,
+    ) -> tuple[Iterable[tuple[int, StoredMessage]], SelectedMailbox]:
+        """STORE (RFC 9051 §6.4.6): one operation for the whole set; the flags go to
+        MailboxEntry.flags, where the webmail reads them."""
+        if selected.readonly:
+            raise MailboxReadOnly()
+        data = await self._selected_data(selected)
+        pairs = selected.messages.get_all(sequence_set)
+        stored = _names(selected.permanent_flags & flag_set)
+        with translated(data.name):
+            entries = await self._ref.call(
+                self._ref.folders.store_flags,
+                data.name,
+                [msg.uid for _, msg in pairs],
+                flags=stored,
+                mode=_MODES[mode],
+            )
+        result = _pair(data, pairs, entries)
+        for _, msg in result:
+            if not msg.expunged:
+                selected.session_flags.update(msg.uid, flag_set, mode)
+        return result, await data.update_selected(selected)
+
+    async def copy_messages(
+        self, selected: SelectedMailbox, sequence_set: SequenceSet, mailbox: str
+    ) -> tuple[CopyUid | None, SelectedMailbox]:
+        """COPY with COPYUID (RFC 9051 §6.4.7, RFC 4315 §3)."""
+        return await self._transfer(selected, sequence_set, mailbox, move=False)
+
+    async def move_messages(
+        self, selected: SelectedMailbox, sequence_set: SequenceSet, mailbox: str
+    ) -> tuple[CopyUid | None, SelectedMailbox]:
+        """MOVE (RFC 6851): copy and expunge in one transaction; pymap sends the COPYUID in
+        an untagged OK before the EXPUNGE responses (RFC 6851 §4.3)."""
+        return await self._transfer(selected, sequence_set, mailbox, move=True)
+
+    async def _transfer(
+        self, selected: SelectedMailbox, sequence_set: SequenceSet, mailbox: str, *, move: bool
+    ) -> tuple[CopyUid | None, SelectedMailbox]:
+        data = await self._selected_data(selected)
+        uids = [uid for _, uid in selected.messages.get_uids(sequence_set)]
+        op = self._ref.folders.move if move else self._ref.folders.copy
+        with translated(mailbox, try_create=True):
+            result = await self._ref.call(op, data.name, uids, mailbox)
+        copy_uid = CopyUid(result.uid_validity, result.uids) if result.uids else None
+        return copy_uid, await data.update_selected(selected)
+
+    async def expunge_mailbox(
+        self, selected: SelectedMailbox, uid_set: SequenceSet | None = None
+    ) -> SelectedMailbox:
+        """EXPUNGE, and UID EXPUNGE limited to a UID set (RFC 4315 §2.1)."""
+        if selected.readonly:
+            raise MailboxReadOnly()
+        data = await self._selected_data(selected)
+        uids = None if uid_set is None else [u for _, u in selected.messages.get_uids(uid_set)]
+        with translated(data.name):
+            await self._ref.call(self._ref.folders.expunge, data.name, uids)
+        return await data.update_selected(selected)
+
+
+def _pair(
+    data: FolderData, pairs: Sequence[tuple[int, CachedMessage]], entries: Sequence[Entry]
+) -> list[tuple[int, StoredMessage]]:
+    """(sequence number, message) with fresh entries; those gone meanwhile marked expunged."""
+    fresh = {entry.uid: entry for entry in entries}
+    result = []
+    for seq, cached in pairs:
+        entry = fresh.get(cached.uid)
+        result.append((seq, data.message(entry) if entry else data.gone(cached)))
+    return result
+
+
+def _as_stored(found: Sequence[tuple[int, CachedMessage]]) -> list[tuple[int, StoredMessage]]:
+    return [(seq, msg) for seq, msg in found if isinstance(msg, StoredMessage)]

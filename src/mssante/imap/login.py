@@ -1,0 +1,204 @@
+"""IMAP login: the one authentication layer, then the mailbox the session opens.
+
+LOGIN and AUTHENTICATE PLAIN/LOGIN (RFC 9051 §6.2.2-3, RFC 4616) reach :class:`StoreLogin`,
+which hands the login and password to :class:`mssante.auth.service.AuthService` (protocol
+``imap``): the account password or one of its app passwords (a TOTP-protected account needs an
+app password), argon2id in a worker thread, never on the event loop, after the growing delay of
+its throttle per login and per client address, every attempt audited there.
+
+Authorization: the session opens the mailbox at the login's address (else the account's first
+open mailbox). A SASL authorization identity (``authzid``, RFC 4616 §2) names another mailbox;
+it is opened only if the account may read it (:func:`mssante.ops.folders.may_access`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Set
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymap.config import IMAPConfig
+from pymap.context import socket_info
+from pymap.exceptions import AuthorizationFailure, InvalidAuth, NotSupportedError
+from pymap.interfaces.login import IdentityInterface, LoginInterface
+from pymap.interfaces.token import TokenCredentials, TokensInterface
+from pymap.user import UserMetadata
+from pysasl.creds.server import ServerCredentials
+
+from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.auth.service import AuthProtocol, AuthService
+from mssante.imap.backend import MailboxRef, StoreSession
+from mssante.imap.bus import ChangeBus
+from mssante.ops.folders import AccessDenied, Caller, Folders, Right
+
+AuditFn = Callable[[AuditRecord], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ImapContext:
+    """What the IMAP listeners share: the operations, the login check, the bus, the audit."""
+
+    folders: Folders
+    auth: AuthService
+    bus: ChangeBus
+    audit: AuditFn
+    poll_interval: float
+
+
+def peer_address() -> str:
+    """The client's IP address (pymap's per-connection context variable)."""
+    with contextlib.suppress(LookupError):
+        ip = socket_info.get().peername_ip
+        if ip is not None:
+            return str(ip)
+    return "?"
+
+
+class _Secret:
+    """A pysasl identity that keeps the password the client sent (PLAIN or LOGIN) instead of
+    comparing it, so that the authentication layer checks it."""
+
+    def __init__(self, login: str) -> None:
+        self._login = login
+        self.secret = ""
+
+    @property
+    def authcid(self) -> str:
+        return self._login
+
+    def compare_authcid(self, authcid: str) -> bool:
+        return True
+
+    def compare_secret(self, secret: str) -> bool:
+        self.secret = secret
+        return True
+
+    def get_clear_secret(self) -> str | None:
+        return None
+
+
+def _password(credentials: ServerCredentials) -> str:
+    secret = _Secret(credentials.authcid)
+    return secret.secret if credentials.verify(secret) else ""
+
+
+class _NoTokens(TokensInterface):
+    """pymap's bearer tokens are not offered (XOAUTH2 with Pro Santé Connect will come)."""
+
+    def get_login_token(
+        self,
+        identifier: str,
+        authcid: str,
+        key: bytes,
+        *,
+        authzid: str | None = None,
+        location: str | None = None,
+        expiration: datetime | None = None,
+    ) -> str | None:
+        return None
+
+    def get_admin_token(
+        self,
+        admin_key: bytes | None,
+        *,
+        authzid: str | None = None,
+        location: str | None = None,
+        expiration: datetime | None = None,
+    ) -> str | None:
+        return None
+
+    def parse(
+        self, authzid: str, token: str, *, admin_keys: Set[bytes] = frozenset()
+    ) -> TokenCredentials:
+        raise ValueError("tokens are not accepted")
+
+
+class StoreIdentity(IdentityInterface):
+    """A logged-in account and the mailbox its session opens."""
+
+    def __init__(self, ctx: ImapContext, config: IMAPConfig, caller: Caller, address: str) -> None:
+        self._ctx = ctx
+        self._config = config
+        self.caller = caller
+        self.address = address
+
+    @property
+    def name(self) -> str:
+        return self.address
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset()
+
+    @contextlib.asynccontextmanager
+    async def new_session(self) -> AsyncIterator[StoreSession]:
+        ref = MailboxRef(
+            self._ctx.folders, self.caller, self.address, self._ctx.bus, self._ctx.poll_interval
+        )
+        yield StoreSession(ref, self._config)
+
+    async def new_token(self, *, expiration: datetime | None = None) -> str | None:
+        return None
+
+    async def get(self) -> UserMetadata:
+        raise NotSupportedError("account data is not served over IMAP")
+
+    async def set(self, metadata: UserMetadata) -> int | None:
+        raise NotSupportedError("account data is not served over IMAP")
+
+    async def delete(self) -> None:
+        raise NotSupportedError("account data is not served over IMAP")
+
+
+class StoreLogin(LoginInterface):
+    def __init__(self, ctx: ImapContext, config: IMAPConfig) -> None:
+        self._ctx = ctx
+        self._config = config
+        self._tokens = _NoTokens()
+
+    @property
+    def tokens(self) -> TokensInterface:
+        return self._tokens
+
+    async def authenticate(self, credentials: ServerCredentials) -> StoreIdentity:
+        peer = peer_address()
+        principal = await self._ctx.auth.check_password_async(
+            credentials.authcid, _password(credentials), peer=peer, protocol=AuthProtocol.IMAP
+        )
+        if principal is None:
+            raise InvalidAuth()  # NO [AUTHENTICATIONFAILED], RFC 5530; the reason is audited
+        caller = Caller(principal.account_id, principal.login, {"peer": peer, "via": "imap"})
+        return StoreIdentity(self._ctx, self._config, caller, principal.login)
+
+    async def authorize(self, authenticated: IdentityInterface, authzid: str) -> StoreIdentity:
+        if not isinstance(authenticated, StoreIdentity):
+            raise AuthorizationFailure()
+        caller, wanted = authenticated.caller, authzid.strip().lower()
+        address = await self._mailbox_for(caller, wanted)
+        await self._audit(
+            AuditEvent.IMAP_MAILBOX_OPENED, caller.login, address, dict(caller.context)
+        )
+        return StoreIdentity(self._ctx, self._config, caller, address)
+
+    async def _mailbox_for(self, caller: Caller, wanted: str) -> str:
+        folders = self._ctx.folders
+        try:
+            if wanted:
+                return await asyncio.to_thread(folders.check, caller, wanted, Right.READ)
+            address = await asyncio.to_thread(folders.default_mailbox, caller)
+            if address is None:
+                raise AccessDenied("this account has no open mailbox")
+            return address
+        except AccessDenied:
+            await self._audit(
+                AuditEvent.IMAP_REFUSED_ACCESS, caller.login, wanted or "-", dict(caller.context)
+            )
+            raise AuthorizationFailure() from None  # NO [AUTHORIZATIONFAILED]
+
+    async def _audit(
+        self, event: AuditEvent, actor: str, target: str, context: dict[str, Any]
+    ) -> None:
+        await self._ctx.audit(AuditRecord(event, actor=actor, target=target, context=context))

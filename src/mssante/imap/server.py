@@ -1,0 +1,362 @@
+"""The IMAP connection: pymap's parser and command flow, with this project's rules on top.
+
+- TLS first (BRIEF §5): on port 143 only STARTTLS is possible before TLS; LOGINDISABLED is
+  advertised and LOGIN/AUTHENTICATE are refused and audited (RFC 9051 §6.2.3, §7.2.2; RFC 8314
+  for port 993, where TLS is implicit). pymap's own shortcut that lets a client on localhost
+  log in without TLS is not kept.
+- Bounded memory: a command line is at most ``imap.max_line_bytes``; a literal larger than
+  ``imap.max_literal_bytes`` is refused before a byte of it is read: a synchronizing literal
+  gets its BAD [TOOBIG] instead of the "+" continuation (pymap's parser, RFC 9051 §7.1), a
+  non-synchronizing one (LITERAL+, RFC 7888 §4) a BAD [TOOBIG] and the connection is closed,
+  since what follows cannot be told from commands.
+- Timeouts: before login ``imap.login_timeout``, after it ``imap.command_timeout`` (RFC 9051
+  §5.4: at least 30 minutes), a literal must arrive within ``imap.literal_timeout``, an IDLE
+  lasts at most ``imap.idle_timeout`` (RFC 2177 §3: clients re-issue it every 29 minutes). The
+  server then says BYE (RFC 9051 §7.1.5) and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import ssl
+from argparse import Namespace
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, closing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from proxyprotocol.sock import SocketInfo
+from proxyprotocol.version import ProxyProtocolVersion
+from pymap.concurrent import Subsystem
+from pymap.config import BackendCapability, IMAPConfig
+from pymap.context import connection_exit
+from pymap.exceptions import NotSupportedError
+from pymap.imap import IMAPConnection
+from pymap.imap.state import ConnectionState
+from pymap.parsing.command.nonauth import AuthenticateCommand, LoginCommand
+from pymap.parsing.command.select import CloseCommand, IdleCommand
+from pymap.parsing.response import (
+    CommandResponse,
+    Response,
+    ResponseBad,
+    ResponseBye,
+    ResponseCode,
+    ResponseOk,
+)
+from pymap.selected import SelectedMailbox
+from pysasl import SASLAuth
+from pysasl.creds.server import ServerCredentials
+from pysasl.hashing import BuiltinHash
+
+from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.config import ImapSettings
+from mssante.imap.login import ImapContext, StoreLogin, peer_address
+from mssante.logging import get_logger
+
+T = TypeVar("T")
+_LITERAL = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?\n$")
+_LOGINDISABLED = b"LOGINDISABLED"
+_TAG = re.compile(rb"[A-Za-z0-9._-]{1,64}")  # the tags clients use; others get only the BYE
+
+
+def _tag(line: bytearray) -> bytes | None:
+    tag = bytes(line).split(b" ", 1)[0]
+    return tag if line and _TAG.fullmatch(tag) else None
+
+
+class ServerConfig(IMAPConfig):
+    """pymap's configuration for one listener: 143 (STARTTLS offered) or 993 (TLS already)."""
+
+    def __init__(
+        self, settings: ImapSettings, tls: ssl.SSLContext, *, starttls: bool, greeting: str
+    ) -> None:
+        super().__init__(
+            Namespace(),
+            host=settings.listen_host,
+            port=settings.tls_port if not starttls else settings.port,
+            ssl_context=tls,
+            tls_enabled=starttls,
+            hash_context=BuiltinHash(),  # unused: passwords are checked by Accounts
+            cpu_subsystem=Subsystem.for_asyncio(),
+            proxy_protocol=ProxyProtocolVersion.get(None),
+            invalid_user_sleep=0.0,  # LoginThrottle does the slowing down
+            reject_dnsbl=False,
+            max_append_len=settings.max_literal_bytes,  # also advertised as APPENDLIMIT
+            bad_command_limit=settings.max_bad_commands,
+        )
+        self.settings = settings
+        self._greeting = greeting
+
+    @property
+    def backend_capability(self) -> BackendCapability:
+        # IDLE (RFC 2177), SPECIAL-USE (RFC 6154); pymap adds UIDPLUS (RFC 4315), MOVE
+        # (RFC 6851), BINARY, CHILDREN and APPENDLIMIT. MULTIAPPEND would not be atomic here.
+        return BackendCapability(
+            idle=True, object_id=False, multi_append=False, custom=[b"SPECIAL-USE"]
+        )
+
+    @property
+    def tls_auth(self) -> SASLAuth:
+        return SASLAuth.named([b"PLAIN", b"LOGIN"])
+
+    @property
+    def greeting(self) -> bytes:
+        return self._greeting.encode("ascii", "replace")
+
+
+class _Closing(EOFError):
+    """The server has said BYE and closes the connection (pymap then just stops)."""
+
+
+class Session(ConnectionState):
+    """pymap's connection state, with TLS-first login and audited refusals."""
+
+    def __init__(self, login: StoreLogin, config: ServerConfig, ctx: ImapContext) -> None:
+        super().__init__(login, config)
+        self._ctx = ctx
+
+    @property
+    def logged_in(self) -> bool:
+        return self._session is not None
+
+    @property
+    def tls(self) -> bool:
+        return _LOGINDISABLED not in self.capability
+
+    async def do_greeting(self) -> CommandResponse:
+        # Unlike pymap, no exception for clients on localhost: TLS first, for everyone.
+        return ResponseOk(b"*", self.config.greeting, self.capability)
+
+    async def do_login(self, cmd: LoginCommand) -> tuple[CommandResponse, SelectedMailbox | None]:
+        if not self.tls:
+            await self._refuse_cleartext("LOGIN")
+            raise NotSupportedError("LOGIN is disabled before STARTTLS (LOGINDISABLED).")
+        return await super().do_login(cmd)
+
+    async def do_authenticate(
+        self, cmd: LoginCommand | AuthenticateCommand, creds: ServerCredentials | None
+    ) -> CommandResponse:
+        if creds is None and not self.tls:
+            await self._refuse_cleartext("AUTHENTICATE")
+        return await super().do_authenticate(cmd, creds)
+
+    async def do_close(self, cmd: CloseCommand) -> tuple[CommandResponse, SelectedMailbox | None]:
+        if self.selected.readonly:  # CLOSE after EXAMINE expunges nothing (RFC 9051 §6.4.1)
+            self._selected = None
+            return ResponseOk(cmd.tag, cmd.command + b" completed."), None
+        return await super().do_close(cmd)
+
+    async def _refuse_cleartext(self, command: str) -> None:
+        peer = peer_address()
+        await self._ctx.audit(
+            AuditRecord(
+                AuditEvent.IMAP_REFUSED_CLEARTEXT,
+                actor=peer,
+                target="",
+                context={"peer": peer, "command": command, "via": "imap"},
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_line: int
+    max_literal: int
+    login_timeout: float
+    command_timeout: float
+    literal_timeout: float
+    idle_timeout: float
+
+    @classmethod
+    def of(cls, settings: ImapSettings) -> Limits:
+        return cls(
+            settings.max_line_bytes,
+            settings.max_literal_bytes,
+            settings.login_timeout,
+            settings.command_timeout,
+            settings.literal_timeout,
+            settings.idle_timeout,
+        )
+
+
+class Connection(IMAPConnection):
+    """pymap's connection loop, with bounded reads and timeouts."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sock_info: SocketInfo,
+        ctx: ImapContext,
+    ) -> None:
+        super().__init__(config.commands, config, reader, writer, sock_info)
+        self._limits = Limits.of(config.settings)
+        self._ctx = ctx
+        self._state: Session | None = None
+        self._said_bye = False
+
+    async def run(self, state: ConnectionState) -> None:
+        self._state = state if isinstance(state, Session) else None
+        await super().run(state)
+
+    def _command_timeout(self) -> float:
+        logged_in = self._state is not None and self._state.logged_in
+        return self._limits.command_timeout if logged_in else self._limits.login_timeout
+
+    async def readline(self) -> memoryview:
+        buf = bytearray(await self._line(self._command_timeout()))
+        while True:
+            if not buf.endswith(b"\n"):
+                raise EOFError()
+            literal = _LITERAL.search(buf)
+            if literal is None:
+                return memoryview(buf)
+            size = int(literal.group(1))
+            if not literal.group(2):  # synchronizing: the client waits for our "+"
+                if size <= self._limits.max_literal:
+                    return memoryview(buf)
+                await self._too_big(buf)  # no "+": the literal is never sent (RFC 7889 §3)
+                buf = bytearray(await self._line(self._command_timeout()))
+                continue
+            # LITERAL+ (RFC 7888): the client sends it without waiting
+            if size > self._limits.max_literal or len(buf) + size > self._total_limit():
+                await self._refuse(buf, "literal too large", ResponseCode.of(b"TOOBIG"))
+            buf += await self._timed(self.reader.readexactly(size), self._limits.literal_timeout)
+            buf += await self._line(self._limits.literal_timeout)
+
+    async def read_continuation(self, literal_length: int) -> memoryview:
+        if literal_length > self._limits.max_literal:  # the parser checks first; belt and braces
+            await self._refuse(bytearray(), "literal too large", ResponseCode.of(b"TOOBIG"))
+        extra = await self._timed(
+            self.reader.readexactly(literal_length), self._limits.literal_timeout
+        )
+        line = await self.readline()
+        return memoryview(extra + bytes(line))
+
+    async def read_idle_done(self, cmd: IdleCommand) -> bool:
+        return await self._timed(super().read_idle_done(cmd), self._limits.idle_timeout, "idle")
+
+    async def write_response(self, resp: Response) -> None:
+        """Each untagged response is written whole and drained before the next is built: a
+        FETCH of a large folder holds one message in memory at a time (pymap would queue the
+        whole answer in the transport), and no response is split across TLS records."""
+        try:
+            for part in _parts(resp):
+                buffer = io.BytesIO()
+                await part.async_write(buffer)
+                self.writer.write(buffer.getvalue())
+                await self.writer.drain()
+        except ConnectionError:
+            pass
+
+    async def send_error_disconnect(self) -> None:
+        if not self._said_bye:  # our own BYE already explains the disconnection
+            await super().send_error_disconnect()
+
+    def _total_limit(self) -> int:
+        return self._limits.max_literal + self._limits.max_line
+
+    async def _line(self, timeout: float) -> bytes:
+        try:
+            return await self._timed(self.reader.readline(), timeout)
+        except ValueError:  # longer than the reader's limit (imap.max_line_bytes)
+            await self._refuse(bytearray(), "line too long", ResponseCode.of(b"TOOBIG"))
+            raise  # unreachable: _refuse raises
+
+    async def _timed(self, awaitable: Awaitable[T], timeout: float, what: str = "command") -> T:
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except TimeoutError:
+            await self._bye(b"Autologout; idle for too long.", None)
+            await self._audit(AuditEvent.IMAP_TIMEOUT, {"waiting_for": what})
+            raise _Closing() from None
+
+    async def _too_big(self, line: bytearray) -> None:
+        """Answer a command whose synchronizing literal is too large; the session goes on."""
+        tag = _tag(line) or b"*"
+        text = b"Literal too large (APPENDLIMIT)."
+        await self.write_response(ResponseBad(tag, text, ResponseCode.of(b"TOOBIG")))
+        await self._audit(AuditEvent.IMAP_REFUSED_PROTOCOL, {"reason": "literal too large"})
+
+    async def _refuse(self, line: bytearray, reason: str, code: ResponseCode) -> None:
+        """A tagged BAD for the command when its tag can be read, then BYE: the rest of the
+        stream cannot be told from commands any more."""
+        tag = _tag(line)
+        if tag is not None:
+            await self.write_response(ResponseBad(tag, reason.encode(), code))
+        await self._bye(reason.encode(), code)
+        await self._audit(AuditEvent.IMAP_REFUSED_PROTOCOL, {"reason": reason})
+        raise _Closing()
+
+    async def _bye(self, text: bytes, code: ResponseCode | None) -> None:
+        self._said_bye = True
+        await self.write_response(ResponseBye(text, code))
+
+    async def _audit(self, event: AuditEvent, context: dict[str, Any]) -> None:
+        peer = peer_address()
+        await self._ctx.audit(
+            AuditRecord(event, actor=peer, target="", context={"peer": peer, **context})
+        )
+
+
+class _Tagged(Response):
+    """The tagged line of a command response, without its untagged responses."""
+
+    def __init__(self, resp: CommandResponse) -> None:
+        super().__init__(resp.tag, resp.text)
+
+
+def _parts(resp: Response) -> list[Response]:
+    if not isinstance(resp, CommandResponse):
+        return [resp]
+    untagged: list[Response] = list(resp._untagged)  # private, but pymap is pinned (0.36.7)
+    return [*untagged, _Tagged(resp)]
+
+
+ConnectionFactory = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Listener:
+    """One listening port; keeps its connections so that a shutdown can say BYE to each."""
+
+    def __init__(self, ctx: ImapContext, config: ServerConfig) -> None:
+        self._ctx = ctx
+        self._config = config
+        self._login = StoreLogin(ctx, config)
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._log = get_logger("mssante.imap")
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections[task] = writer
+        sock_info = SocketInfo.get(writer, None, unique_id=uuid4().bytes)
+        try:
+            conn = Connection(self._config, reader, writer, sock_info, self._ctx)
+            async with AsyncExitStack() as stack:
+                connection_exit.set(stack)
+                stack.enter_context(closing(conn))
+                await conn.run(Session(self._login, self._config, self._ctx))
+        except (ConnectionError, EOFError, ssl.SSLError, asyncio.CancelledError):
+            pass
+        except Exception:  # pymap said BYE [SERVERBUG]; the operator's log gets the rest
+            self._log.exception("imap.connection_failed", peer=peer_address())
+        finally:
+            if task is not None:
+                self._connections.pop(task, None)
+
+    async def close_connections(self, timeout: float = 5.0) -> None:
+        """Say BYE to every client (RFC 9051 §7.1.5) and wait for the connections to end."""
+        for writer in list(self._connections.values()):
+            if not writer.is_closing():
+                writer.write(b"* BYE [UNAVAILABLE] Server shutting down.\r\n")
+                writer.close()
+        tasks: Sequence[asyncio.Task[Any]] = list(self._connections)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
