@@ -90,7 +90,7 @@ class AuditEvent(StrEnum):
     # OIDC (mssante.oidc, the local provider; mail logins by token are auth.login_* above)
     OIDC_LOGIN_SUCCEEDED = "oidc.login_succeeded"  # a person proved themselves at /authorize
     OIDC_LOGIN_FAILED = "oidc.login_failed"
-    OIDC_TOKEN_ISSUED = "oidc.token_issued"  # authorization code exchanged: a new grant
+    OIDC_TOKEN_ISSUED = "oidc.token_issued"  # noqa: S105 - an event name (a new grant)
     OIDC_TOKEN_REFRESHED = "oidc.token_refreshed"  # noqa: S105 - an event name
     OIDC_TOKEN_REVOKED = "oidc.token_revoked"  # noqa: S105 - RFC 7009, or reuse detected
     OIDC_REFUSED = "oidc.refused"  # a token, code or client request refused
