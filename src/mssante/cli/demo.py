@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -80,10 +81,16 @@ def _summary(info: dict[str, Any], root: Path) -> None:
     )
     for op in info["operators"]:
         click.echo(f"  Opérateur / operator     {op['domain']:<28} config {op['config']}")
+        ends = op["endpoints"]
+        click.echo(
+            f"      IMAP {ends['imap']} (STARTTLS), {ends['imaps']} (TLS);"
+            f" SMTP submission {ends['submission']} (STARTTLS), {ends['submissions']} (TLS)"
+        )
     click.echo(f"  PKI de test / test PKI   {info['pki']['dir']}")
     click.echo(f"  Tout est décrit dans / everything is in   {root / 'demo.json'}")
     click.echo("")
     nord, sud = info["operators"][0], info["operators"][1]
+    me = sys.argv[0] if Path(sys.argv[0]).name == "mssante" else "mssante"
     sender, recipient = nord["accounts"][0], sud["accounts"][0]
     click.echo("Comptes / accounts:")
     for op in info["operators"]:
@@ -92,9 +99,9 @@ def _summary(info: dict[str, Any], root: Path) -> None:
     click.echo("")
     click.echo("Essayez / try:")
     click.echo(
-        f"  MSSANTE_PASSWORD='{sender['password']}' mssante send --config {nord['config']} "
+        f"  MSSANTE_PASSWORD='{sender['password']}' {me} send --config {nord['config']} "
         f"--from {sender['address']} --to {recipient['address']} --subject 'Bonjour' --body 'Premier message'"
     )
-    click.echo(f"  mssante mail list {recipient['address']} --config {sud['config']}")
-    click.echo(f"  mssante audit list --config {nord['config']}")
+    click.echo(f"  {me} mail list {recipient['address']} --config {sud['config']}")
+    click.echo(f"  {me} audit list --config {nord['config']}")
     click.echo("Ctrl-C pour arrêter / to stop.")
