@@ -170,6 +170,17 @@ class SmtpSettings(BaseModel):
     connect_timeout: float = Field(30.0, gt=0, description="Seconds to open an outbound connection")
 
 
+class WebSettings(BaseModel):
+    listen_host: str = Field("127.0.0.1", description="Address the operator's HTTPS listener binds")
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="HTTPS port serving mail-client autoconfiguration (and the webmail later); "
+        "0 disables it. In production: 443, behind autoconfig.<domain> and <domain>",
+    )
+
+
 class ImapSettings(BaseModel):
     """IMAP for mail clients (docs/imap.md)."""
 
@@ -371,6 +382,7 @@ class Settings(BaseSettings):
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     authority: AuthoritySettings = Field(default_factory=AuthoritySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)

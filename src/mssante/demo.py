@@ -219,6 +219,7 @@ def _write_operator(
             "routes": routes,
             "retry_schedule": [5, 15, 60, 300],
         },
+        "web": {"listen_host": "127.0.0.1", "port": ports["web"]},
         "imap": {
             "listen_host": "127.0.0.1",
             "port": ports["imap"],  # STARTTLS

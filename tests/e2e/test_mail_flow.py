@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from mssante import demo
@@ -107,3 +108,38 @@ def test_a_recipient_outside_the_trust_space_is_refused_at_once(trust_space: Spa
         "jean.dupont@gmail.com: 550 5.7.1 jean.dupont@gmail.com n'appartient pas a l'espace de confiance MSSante"
         in result.stderr
     )
+
+
+def test_a_mail_client_configures_itself_from_the_address_alone(trust_space: Space) -> None:
+    """Thunderbird's request (docs/autoconfig.md): the operator's HTTPS listener answers with
+    the IMAP and submission servers of the demo, and nothing for a domain it does not serve."""
+    import ssl
+    from xml.etree import ElementTree
+
+    import httpx
+
+    from mssante.config import load_settings
+
+    layout, info = trust_space
+    _start(layout, info)
+    nord = info["operators"][0]
+    address = nord["accounts"][0]["address"]
+    ctx = ssl.create_default_context(
+        cafile=str(load_settings(Path(nord["config"])).pki.trust_anchors[0])
+    )
+    ctx.check_hostname = False
+    base = f"https://{nord['endpoints']['web']}/.well-known/autoconfig/mail/config-v1.1.xml"
+    answer = httpx.get(base, params={"emailaddress": address}, verify=ctx)
+    assert answer.status_code == 200
+    root = ElementTree.fromstring(answer.content)
+    servers = {
+        (s.get("type"), s.findtext("port"), s.findtext("socketType"))
+        for s in root.iter()
+        if s.tag.endswith("Server")
+    }
+    imap_port = nord["endpoints"]["imap"].split(":")[1]
+    submission_port = nord["endpoints"]["submission"].split(":")[1]
+    assert ("imap", imap_port, "STARTTLS") in servers
+    assert ("smtp", submission_port, "STARTTLS") in servers
+    other = httpx.get(base, params={"emailaddress": "x@gmail.com"}, verify=ctx)
+    assert other.status_code == 404

@@ -18,6 +18,7 @@ from mssante.auth.service import AuthService
 from mssante.config import Settings
 from mssante.imap import start_imap
 from mssante.logging import get_logger
+from mssante.operator.web import WebListener, start_web
 from mssante.operator.whitelist_sync import WhitelistSync
 from mssante.ops.accounts import Accounts
 from mssante.ops.mailstore import MailStore
@@ -42,6 +43,7 @@ class OperatorRuntime:
     auth: AuthService
     started: asyncio.Event = field(default_factory=asyncio.Event)
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    web: WebListener | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @property
@@ -161,6 +163,7 @@ async def run_operator(
 
 async def _start(rt: OperatorRuntime, stop: asyncio.Event) -> None:
     await start_listeners(rt)
+    rt.web = await start_web(rt.settings)
     workers: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
         rt.sync.run,
         rt.delivery.run,
@@ -169,6 +172,8 @@ async def _start(rt: OperatorRuntime, stop: asyncio.Event) -> None:
 
 
 async def _stop(rt: OperatorRuntime) -> None:
+    if rt.web is not None:
+        await rt.web.stop()
     for server in rt.servers:
         server.close()
     for server in rt.servers:

@@ -1,0 +1,56 @@
+"""The operator's HTTPS listener: mail-client autoconfiguration today, the webmail later.
+
+Served by uvicorn inside the operator's event loop. ``Server._serve`` is called rather than
+``serve`` because ``serve`` takes over SIGINT and SIGTERM, which belong to the runtime
+(uvicorn is pinned; revisit on upgrade).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import uvicorn
+
+from mssante.autoconfig import create_autoconfig_app
+from mssante.config import Settings
+from mssante.smtp.tls import submission_context
+
+STOP_GRACE = 5.0
+
+
+@dataclass
+class WebListener:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(self.task, STOP_GRACE)
+
+
+async def start_web(settings: Settings) -> WebListener | None:
+    web = settings.web
+    if not web.port or not settings.tls.certificate or not settings.tls.key:
+        return None
+    config = uvicorn.Config(
+        create_autoconfig_app(settings),
+        host=web.listen_host,
+        port=web.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=str(settings.tls.certificate),
+        ssl_keyfile=str(settings.tls.key),
+    )
+    config.load()
+    config.ssl = submission_context(settings)  # TLS 1.2 minimum, like every listener
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server._serve(), name="web")
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()  # raises the bind error, say
+    return WebListener(server, task)
