@@ -96,6 +96,12 @@ class AuditEvent(StrEnum):
     OIDC_REFUSED = "oidc.refused"  # a token, code or client request refused
     OIDC_SESSION_ENDED = "oidc.session_ended"  # a mail session whose token no longer holds
     OIDC_ISSUER_UNREACHABLE = "oidc.issuer_unreachable"
+    # Delegation (mssante.ops.delegation; docs/delegation.md): actor is the person behind it
+    MAILBOX_ORG_CREATED = "mailbox.org_created"
+    MAILBOX_ACCESS_GRANTED = "mailbox.access_granted"  # an ORG member, or a PER delegation
+    MAILBOX_ACCESS_REVOKED = "mailbox.access_revoked"
+    DELEGATED_ACCESS = "mailbox.delegated_access"  # a mailbox opened or selected by a grantee
+    DELEGATED_SEND = "mailbox.delegated_send"  # mail sent as the mailbox by a grantee
     # The audit log itself
     AUDIT_VERIFIED = "audit.verified"
 

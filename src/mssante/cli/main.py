@@ -15,6 +15,8 @@ from mssante.cli import db as db_cli
 from mssante.cli import demo as demo_cli
 from mssante.cli import dns as dns_cli
 from mssante.cli import mail as mail_cli
+from mssante.cli import mailbox as mailbox_cli
+from mssante.cli import oidc as oidc_cli
 from mssante.cli import operator as operator_cli
 from mssante.cli import pki as pki_cli
 from mssante.cli import send as send_cli
@@ -42,7 +44,9 @@ for group in (
     operator_cli.group,
     account_cli.group,
     mail_cli.group,
+    mailbox_cli.group,
     dns_cli.group,
+    oidc_cli.group,
 ):
     cli.add_command(group)
 cli.add_command(demo_cli.demo)

@@ -32,7 +32,7 @@ from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth.service import AuthProtocol, AuthService
 from mssante.imap.backend import MailboxRef, StoreSession
 from mssante.imap.bus import ChangeBus
-from mssante.ops.folders import AccessDenied, Caller, Folders, Right
+from mssante.ops.folders import AccessDenied, Caller, Folders
 
 AuditFn = Callable[[AuditRecord], Awaitable[None]]
 
@@ -186,12 +186,12 @@ class StoreLogin(LoginInterface):
     async def _mailbox_for(self, caller: Caller, wanted: str) -> str:
         folders = self._ctx.folders
         try:
-            if wanted:
-                return await asyncio.to_thread(folders.check, caller, wanted, Right.READ)
-            address = await asyncio.to_thread(folders.default_mailbox, caller)
-            if address is None:
+            address: str | None = wanted
+            if not address:
+                address = await asyncio.to_thread(folders.default_mailbox, caller)
+            if not address:
                 raise AccessDenied("this account has no open mailbox")
-            return address
+            return await asyncio.to_thread(folders.open, caller, address)
         except AccessDenied:
             await self._audit(
                 AuditEvent.IMAP_REFUSED_ACCESS, caller.login, wanted or "-", dict(caller.context)

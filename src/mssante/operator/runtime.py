@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mssante.audit.events import AuditRecord
+from mssante.auth.bearer import BearerValidator
 from mssante.auth.service import AuthService
 from mssante.config import Settings
 from mssante.imap import start_imap
@@ -41,6 +42,7 @@ class OperatorRuntime:
     committer: GroupCommitter
     delivery: DeliveryService
     auth: AuthService
+    bearer: BearerValidator | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     web: WebListener | None = None
@@ -79,6 +81,9 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         committer=committer,
         delivery=delivery,
         auth=AuthService(node.db, settings, node.audit),
+        bearer=BearerValidator.from_settings(settings, node.db, node.audit)
+        if settings.oidc.issuer
+        else None,
     )
 
 
@@ -122,6 +127,7 @@ async def start_listeners(rt: OperatorRuntime) -> None:
         enqueue=_enqueue,
         notify_queue=rt.delivery.notify,
         auth=rt.auth,
+        bearer=rt.bearer,
         audit=rt.audit,
     )
     tls_in, tls_sub = inbound_context(rt.settings), submission_context(rt.settings)

@@ -7,7 +7,7 @@ Every change is audited in the same transaction.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +22,16 @@ from mssante.ops.mailstore import MailStore
 from mssante.pki.ids import parse_id_nat
 from mssante.store.db import Database
 from mssante.store.models import (
+    AccessRight,
     Account,
     AccountKind,
     Credential,
     CredentialKind,
     Mailbox,
+    MailboxAccess,
     MailboxType,
     Professional,
+    utcnow,
 )
 
 
@@ -62,6 +65,24 @@ class AccountView:
     kind: str
     id_nat: str | None
     mailboxes: tuple[str, ...]
+
+
+class SendAs(frozenset[str]):
+    """Every address an account may send as; ``own`` are its own mailboxes, the others are
+    granted (mail from them must say ``Sender:`` the account's own address, RFC 5322 §3.6.2)."""
+
+    own: frozenset[str]
+
+    @classmethod
+    def of(cls, own: Iterable[str], granted: Iterable[str] = ()) -> SendAs:
+        mine = frozenset(own)
+        result = cls(mine | frozenset(granted))
+        result.own = mine
+        return result
+
+    @property
+    def delegated(self) -> frozenset[str]:
+        return frozenset(self - self.own)
 
 
 class Accounts:
@@ -114,18 +135,30 @@ class Accounts:
                 return account
             return None
 
-    def sendable_addresses(self, login: str) -> frozenset[str]:
-        """Addresses this account may put in MAIL FROM and From: its open mailboxes."""
+    def sendable_addresses(self, login: str) -> SendAs:
+        """Addresses this account may put in MAIL FROM and From: its open mailboxes, and those
+        it holds an active ``send`` grant on (checked now: an expired grant no longer counts)."""
         with self.db.session() as session:
             account = _account(session, login)
             if account is None:
-                return frozenset()
-            rows = session.execute(
+                return SendAs.of(())
+            own = session.execute(
                 select(Mailbox.address).where(
                     Mailbox.owner_account_id == account.id, Mailbox.closed_at.is_(None)
                 )
             ).scalars()
-            return frozenset(rows)
+            grants = session.execute(
+                select(MailboxAccess)
+                .join(Mailbox, Mailbox.id == MailboxAccess.mailbox_id)
+                .options(selectinload(MailboxAccess.mailbox))
+                .where(
+                    MailboxAccess.account_id == account.id,
+                    MailboxAccess.right == AccessRight.SEND,
+                    Mailbox.closed_at.is_(None),
+                )
+            ).scalars()
+            now = utcnow()
+            return SendAs.of(own, (g.mailbox.address for g in grants if g.active(now)))
 
     def get(self, login: str) -> AccountView:
         with self.db.session() as session:
@@ -145,6 +178,16 @@ def _check_address(address: str) -> str:
     if not local or "." not in domain or any(c.isspace() for c in address) or len(address) > 254:
         raise AccountError(f"'{address}' is not a valid mail address")
     return address
+
+
+def check_address(address: str) -> str:
+    """The address in lower case, if it looks like a mail address; else :class:`AccountError`."""
+    return _check_address(address)
+
+
+def refuse_taken(session: Session, address: str) -> None:
+    """:class:`AccountError` if a mailbox or a login already uses ``address``."""
+    _refuse_taken(session, address)
 
 
 def _refuse_taken(session: Session, address: str) -> None:

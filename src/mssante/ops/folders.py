@@ -53,7 +53,7 @@ from mssante.ops.mailstore import STANDARD_FOLDERS, Headers, MailStore
 from mssante.store import tables
 from mssante.store.blobs import BlobStore
 from mssante.store.db import Database
-from mssante.store.models import Account, Folder, Mailbox
+from mssante.store.models import Account, Folder, Mailbox, MailboxAccess
 
 INBOX = "INBOX"
 DELIMITER = "/"
@@ -93,14 +93,28 @@ class Caller:
         return cls(account.id, account.login, context)
 
 
-def may_access(account: Caller, mailbox: Mailbox, right: Right) -> bool:
+def may_access(
+    account: Caller, mailbox: Mailbox, right: Right, *, now: datetime | None = None
+) -> bool:
     """The one authorization rule of the folder operations.
 
-    Today every right belongs to the owner of an open mailbox, and to nobody else. Shared and
-    delegated access (an ORG mailbox read by a team, a secretary acting for a doctor: BRIEF §10)
-    will be decided here, right by right, and every operation will follow."""
-    del right  # one rule for every right until delegation exists
-    return mailbox.closed_at is None and mailbox.owner_account_id == account.account_id
+    The owner of an open mailbox holds every right. An account with an active grant on it
+    (``mailbox_access``: not revoked, not past ``expires_at`` at ``now``, checked at each use)
+    holds every right but MANAGE: a team member or a delegate reads, files and flags the
+    mail, and folders stay the owner's (or, for an ORG mailbox, the operator's) to organise.
+    Nobody else holds any right (docs/delegation.md)."""
+    if mailbox.closed_at is not None:
+        return False
+    if mailbox.owner_account_id == account.account_id:
+        return True
+    if right is Right.MANAGE:
+        return False
+    return any(g.account_id == account.account_id and g.active(now) for g in mailbox.grants)
+
+
+def is_delegated(account: Caller, mailbox: Mailbox) -> bool:
+    """The account reaches the mailbox through a grant, not as its owner (audited as such)."""
+    return mailbox.owner_account_id != account.account_id
 
 
 # --- Errors -------------------------------------------------------------------------------------
@@ -515,8 +529,13 @@ class Folders:
     def mailboxes(self, account: Caller) -> list[str]:
         """Addresses of the open mailboxes the account may read."""
         with self.db.session() as session:
+            granted = select(MailboxAccess.mailbox_id).where(
+                MailboxAccess.account_id == account.account_id
+            )
             boxes = session.execute(
-                select(Mailbox).where(Mailbox.owner_account_id == account.account_id)
+                select(Mailbox).where(
+                    (Mailbox.owner_account_id == account.account_id) | Mailbox.id.in_(granted)
+                )
             ).scalars()
             return sorted(b.address for b in boxes if may_access(account, b, Right.READ))
 
@@ -529,6 +548,15 @@ class Folders:
         """The mailbox's address (lower case) if the account holds ``right`` on it."""
         with self.db.session() as session:
             return _mailbox(session, account, address, right).address
+
+    def open(self, account: Caller, address: str) -> str:
+        """:meth:`check` for READ at the start of a session (IMAP login, webmail); a mailbox
+        reached through a grant is audited (``mailbox.delegated_access``, actor: the person)."""
+        with self.db.session() as session:
+            box = _mailbox(session, account, address, Right.READ)
+            if is_delegated(account, box):
+                _audit(session, AuditEvent.DELEGATED_ACCESS, account, box.address, {})
+            return box.address
 
     # -- folders ----------------------------------------------------------------------------
     def list_folders(self, account: Caller, address: str) -> list[FolderInfo]:
@@ -1051,6 +1079,7 @@ __all__ = [
     "TextHas",
     "UidRange",
     "Uids",
+    "is_delegated",
     "may_access",
     "normal_flag",
     "normal_name",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Set
 from dataclasses import dataclass
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
@@ -132,15 +133,51 @@ def check_submission_recipient(
 
 
 def check_from_header(data: bytes, allowed: Set[str]) -> Refusal | None:
-    """The ``From:`` header must name only addresses the account may send as (and at least one)."""
-    head = data.split(b"\r\n\r\n", 1)[0]
-    msg = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
+    """The ``From:`` header must name only addresses the account may send as (and at least one).
+
+    When ``allowed`` tells the account's own addresses apart (``allowed.own``, as
+    :class:`mssante.ops.accounts.SendAs` does) and ``From:`` is a mailbox the account sends as
+    by delegation, the message must carry ``Sender:`` one of the account's own addresses
+    (RFC 5322 §3.6.2): the recipient sees who wrote on the owner's behalf."""
+    msg = _head(data)
     values = msg.get_all("From") or []
     addresses = [addr.lower() for _, addr in getaddresses([str(v) for v in values]) if addr]
-    if len(values) == 1 and addresses and all(a in allowed for a in addresses):
-        return None
-    return Refusal(
-        replies.FROM_NOT_ALLOWED,
-        AuditEvent.SUBMISSION_REFUSED_SENDER,
-        ", ".join(addresses) or "no From",
-    )
+    if not (len(values) == 1 and addresses and all(a in allowed for a in addresses)):
+        return Refusal(
+            replies.FROM_NOT_ALLOWED,
+            AuditEvent.SUBMISSION_REFUSED_SENDER,
+            ", ".join(addresses) or "no From",
+        )
+    if delegated_from(data, allowed) and not _sender_is_own(msg, _own(allowed)):
+        return Refusal(
+            replies.SENDER_HEADER_REQUIRED,
+            AuditEvent.SUBMISSION_REFUSED_SENDER,
+            f"{', '.join(addresses)} without Sender: the account's own address",
+        )
+    return None
+
+
+def delegated_from(data: bytes, allowed: Set[str]) -> str | None:
+    """The ``From:`` address if the account sends as it by delegation (not its own), else None."""
+    own = _own(allowed)
+    addresses = [
+        a.lower() for _, a in getaddresses([str(v) for v in _head(data).get_all("From") or []]) if a
+    ]
+    delegated = [a for a in addresses if a not in own]
+    return delegated[0] if delegated else None
+
+
+def _own(allowed: Set[str]) -> Set[str]:
+    own: Set[str] = getattr(allowed, "own", allowed)
+    return own
+
+
+def _sender_is_own(msg: Message, own: Set[str]) -> bool:
+    values = msg.get_all("Sender") or []
+    addresses = [a.lower() for _, a in getaddresses([str(v) for v in values]) if a]
+    return len(values) == 1 and len(addresses) == 1 and addresses[0] in own
+
+
+def _head(data: bytes) -> Message:
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")

@@ -71,6 +71,9 @@ STORAGE_FAILED = SmtpReply(451, "4.3.0", "Temporary storage failure, try again l
 AUTH_REQUIRED = SmtpReply(530, "5.7.0", "Authentication required")
 SENDER_NOT_ALLOWED = SmtpReply(553, "5.7.1", "You may not send as this address")
 FROM_NOT_ALLOWED = SmtpReply(553, "5.7.1", "The From: header names an address you may not send as")
+SENDER_HEADER_REQUIRED = SmtpReply(
+    553, "5.7.1", "Mail sent on behalf of another mailbox needs Sender: your own address"
+)
 OUTSIDE_TRUST_SPACE = SmtpReply(
     550,
     "5.7.1",

@@ -9,17 +9,27 @@ thread so that one login never stalls the other sessions.
 from __future__ import annotations
 
 import asyncio
+from base64 import b64decode
+from binascii import Error as Base64Error
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 
 from mssante.audit.events import AuditEvent
+from mssante.auth import sasl
 
 # (event, reply line, session) -> awaitable that records the audit entry.
 AuditHook = Callable[[AuditEvent, str, Any], Coroutine[Any, Any, None]]
 # (login, password, peer address) -> awaitable: the account's login name, or None if refused.
 PasswordCheck = Callable[[str, str, str], Awaitable[str | None]]
+# (access token, login the client named or None, peer address) -> the account's login, or None.
+BearerCheck = Callable[[str, str | None, str], Awaitable[str | None]]
+BEARER_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+# A JWT access token makes an AUTH line of about 2 KB, longer than an SMTP command line
+# (RFC 5321 §4.5.3.1.4); clients send XOAUTH2 as an initial response all the same.
+BEARER_LINE_LIMIT = 12288
 
 _PENDING = "mssante:pending-password-check"
 
@@ -31,15 +41,25 @@ class MssSMTP(SMTP):
         *,
         audit_hook: AuditHook,
         password_check: PasswordCheck | None = None,
+        bearer_check: BearerCheck | None = None,
         **kwargs: Any,
     ) -> None:
         self._audit_hook = audit_hook
         self._password_check = password_check
+        self._bearer_check = bearer_check
         self.refusal_audited = False  # set by the handler when it audited its own refusal
+        if bearer_check is None:  # XOAUTH2 and OAUTHBEARER are offered only with a validator
+            excluded = [*(kwargs.get("auth_exclude_mechanism") or ()), *BEARER_MECHANISMS]
+            kwargs["auth_exclude_mechanism"] = excluded
         super().__init__(handler, **kwargs)
+        if bearer_check is not None:  # an AUTH line carrying a token is longer than 512 octets
+            limits = {"AUTH": BEARER_LINE_LIMIT}
+            self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit, limits)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._bearer_check is not None:  # room for an AUTH line carrying a token
+            self._reader._limit = BEARER_LINE_LIMIT  # type: ignore[attr-defined]
         # Implicit TLS (port 465, RFC 8314): aiosmtpd fills session.ssl only after STARTTLS.
         if self.session is not None and self.session.ssl is None:
             ssl_object = transport.get_extra_info("ssl_object")
@@ -141,6 +161,49 @@ class MssSMTP(SMTP):
             self.refusal_audited = True  # the check audited the failure itself
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=account)
+
+    # -- AUTH with an OAuth 2.0 access token (docs/oidc.md) --------------------------------------
+    async def auth_XOAUTH2(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._bearer_auth(args, sasl.parse_xoauth2)
+
+    async def auth_OAUTHBEARER(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._bearer_auth(args, sasl.parse_oauthbearer)
+
+    async def _bearer_auth(
+        self, args: list[str], parse: Callable[[bytes], sasl.BearerCredentials]
+    ) -> AuthResult:
+        if self._bearer_check is None:
+            return AuthResult(success=False, handled=False)
+        message = await self._initial_response(args)
+        if message is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            credentials = parse(message)
+        except sasl.SaslError:
+            await self.push("501 5.5.2 Malformed authentication data")
+            return AuthResult(success=False, handled=True)
+        peer = str(self.session.peer[0]) if self.session and self.session.peer else "?"
+        login = await self._bearer_check(credentials.token, credentials.login, peer)
+        if login is not None:
+            return AuthResult(success=True, auth_data=login)
+        self.refusal_audited = True  # the check audited the failure itself
+        # RFC 7628 §3.2.2: the error as a challenge; the client's dummy answer (§3.2.3) ends it.
+        answer = await self.challenge_auth(sasl.error_challenge())
+        return AuthResult(success=False, handled=answer is MISSING)
+
+    async def _initial_response(self, args: list[str]) -> bytes | None:
+        """The initial response on the AUTH line (RFC 4954 §4; "=" is an empty one), else the
+        client's answer to an empty challenge. None when a reply was already sent."""
+        if len(args) == 1:
+            answer = await self.challenge_auth("")
+            return None if answer is MISSING else bytes(answer)
+        if args[1] == "=":
+            return b""
+        try:
+            return b64decode(args[1], validate=True)
+        except (Base64Error, ValueError):
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
 
 
 _END_OF_DATA = b"\r\n.\r\n"

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
+from mssante.auth.bearer import BearerValidator
 from mssante.auth.service import AuthProtocol, AuthService
 from mssante.logging import get_logger
 from mssante.ops.accounts import Accounts
@@ -35,6 +36,7 @@ from mssante.smtp.policy import (
     check_recipient_count,
     check_size,
     check_submission_recipient,
+    delegated_from,
     domain_of,
 )
 from mssante.smtp.session import MssSMTP
@@ -77,6 +79,7 @@ class SubmissionContext:
     notify_queue: Callable[[], None]
     auth: AuthService
     audit: AuditAsync
+    bearer: BearerValidator | None = None  # set: AUTH XOAUTH2 and OAUTHBEARER (docs/oidc.md)
 
 
 class SubmissionHandler:
@@ -92,6 +95,16 @@ class SubmissionHandler:
             login, password, peer=peer, protocol=AuthProtocol.SUBMISSION
         )
         return principal.login if principal else None
+
+    async def check_bearer(self, token: str, login: str | None, peer: str) -> str | None:
+        """An OIDC access token (SASL XOAUTH2 / OAUTHBEARER), validated and audited by the
+        bearer validator; the token's professional must own ``login``."""
+        if self.ctx.bearer is None:
+            return None
+        result = await self.ctx.bearer.authenticate(
+            token, login, peer=peer, protocol=AuthProtocol.SUBMISSION
+        )
+        return result.login if result else None
 
     # -- MAIL FROM -------------------------------------------------------------------------------
     async def handle_MAIL(
@@ -162,6 +175,7 @@ class SubmissionHandler:
         except Exception:
             self.log.exception("storing a submitted message failed", queue_id=queue_id)
             return str(replies.STORAGE_FAILED)
+        await self._audit_delegated_send(raw, allowed, session, queue_id)
         return str(replies.QUEUED.with_text(f"Message accepted for delivery, id {queue_id}"))
 
     def _with_trace(self, raw: bytes, session: Session, queue_id: str) -> bytes:
@@ -215,6 +229,20 @@ class SubmissionHandler:
         if remote:
             self.ctx.notify_queue()
 
+    async def _audit_delegated_send(
+        self, raw: bytes, allowed: Set[str], session: Session, queue_id: str
+    ) -> None:
+        """Mail sent as a mailbox the account holds by delegation names the person behind it."""
+        owner = delegated_from(raw, allowed)
+        if owner is not None:
+            record = AuditRecord(
+                AuditEvent.DELEGATED_SEND,
+                actor=_login(session) or "?",
+                target=owner,
+                context={"queue_id": queue_id, "via": "submission"},
+            )
+            await self.ctx.audit(record)
+
     async def _refuse(
         self, server: MssSMTP, session: Session, refusal: Refusal, target: str
     ) -> str:
@@ -266,6 +294,7 @@ def make_submission_protocol(
             handler,
             audit_hook=audit_hook,
             password_check=handler.check_password,
+            bearer_check=handler.check_bearer if ctx.bearer is not None else None,
             hostname=ctx.hostname,
             ident="mssante",
             tls_context=None if implicit_tls else tls_context,

@@ -75,6 +75,13 @@ class MailboxType(StrEnum):
     CAB = "CAB"
 
 
+class AccessRight(StrEnum):
+    """What a grant on a mailbox allows someone other than its owner (docs/delegation.md)."""
+
+    READ = "read"  # read and file the mailbox's mail
+    SEND = "send"  # read, and send as the mailbox (From: it, Sender: the delegate)
+
+
 class AccountKind(StrEnum):
     PERSON = "person"
     APPLICATION = "application"
@@ -222,6 +229,9 @@ class Mailbox(Base):
     folders: Mapped[list[Folder]] = relationship(
         back_populates="mailbox", cascade="all, delete-orphan"
     )
+    grants: Mapped[list[MailboxAccess]] = relationship(
+        back_populates="mailbox", cascade="all, delete-orphan", order_by="MailboxAccess.id"
+    )
 
     @validates("address", "type")
     def _immutable(self, key: str, value: Any) -> Any:
@@ -231,6 +241,35 @@ class Mailbox(Base):
         if key == "address":
             return str(value).lower()
         return value
+
+
+class MailboxAccess(Base):
+    """A grant of a mailbox to an account other than its owner: an ORG mailbox's members, or a
+    PER mailbox delegated to a secretary or a replacement. Never deleted: revoking sets
+    ``revoked_at``; a grant past ``expires_at`` ends by itself (checked at each use)."""
+
+    __tablename__ = "mailbox_access"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    right: Mapped[AccessRight] = mapped_column(_enum(AccessRight, "access_right"))
+    granted_by: Mapped[str] = mapped_column(String(320))
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    mailbox: Mapped[Mailbox] = relationship(back_populates="grants")
+    account: Mapped[Account] = relationship()
+
+    def active(self, now: datetime | None = None) -> bool:
+        """Not revoked and not expired at ``now`` (default: the present instant)."""
+        now = now or utcnow()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
 class Folder(Base):

@@ -1,0 +1,220 @@
+"""SMTP AUTH XOAUTH2 and OAUTHBEARER on submission (587 STARTTLS, 465 implicit TLS) with access
+tokens of the local provider: a real smtplib client, real listeners, every attempt audited."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import smtplib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from oidc_helpers import DOMAIN, DUBOIS, MARTIN, World, password_form
+
+from mssante.audit.events import AuditRecord
+from mssante.auth.bearer import BearerValidator
+from mssante.auth.sasl import build_oauthbearer, build_xoauth2
+from mssante.auth.service import AuthService
+from mssante.ops.accounts import Accounts
+from mssante.ops.mailstore import MailStore
+from mssante.runtime import open_node
+from mssante.smtp.submission import SubmissionContext, make_submission_protocol
+from mssante.smtp.tls import submission_context
+from mssante.store.group_commit import GroupCommitter
+from support import free_port_block
+
+
+@dataclass(frozen=True)
+class Ports:
+    starttls: int
+    implicit: int
+
+
+@contextlib.asynccontextmanager
+async def running_submission(world: World, *, bearer: bool = True) -> AsyncIterator[Ports]:
+    """The submission listeners of an operator whose accounts the provider knows."""
+    node = open_node(world.settings)
+    committer = GroupCommitter(node.db)
+
+    async def audit(record: AuditRecord) -> None:
+        await asyncio.to_thread(node.audit.record, record)
+
+    ctx = SubmissionContext(
+        hostname="smtp.b.mssante.test",
+        local_domains=frozenset({DOMAIN}),
+        max_message_bytes=200_000,
+        max_recipients=5,
+        whitelist=lambda: None,
+        accounts=Accounts(node.db),
+        store=MailStore(node.db, node.blobs),
+        committer=committer,
+        enqueue=lambda session, message: None,
+        notify_queue=lambda: None,
+        auth=AuthService(node.db, world.settings, node.audit),
+        audit=audit,
+        bearer=BearerValidator.from_settings(world.settings, node.db, node.audit)
+        if bearer
+        else None,
+    )
+    tls = submission_context(world.settings)
+    base = free_port_block(2)
+    loop = asyncio.get_running_loop()
+    servers = [
+        await loop.create_server(
+            make_submission_protocol(ctx, tls, implicit_tls=False, timeout=30), "127.0.0.1", base
+        ),
+        await loop.create_server(
+            make_submission_protocol(ctx, tls, implicit_tls=True, timeout=30),
+            "127.0.0.1",
+            base + 1,
+            ssl=tls,
+        ),
+    ]
+    try:
+        yield Ports(base, base + 1)
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+        await committer.close()
+        node.close()
+
+
+def _client_tls(world: World) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(world.trust.pki.paths().root))
+    ctx.check_hostname = False  # we connect to 127.0.0.1
+    return ctx
+
+
+def _connect(world: World, ports: Ports, implicit: bool) -> smtplib.SMTP:
+    if implicit:
+        return smtplib.SMTP_SSL("127.0.0.1", ports.implicit, context=_client_tls(world), timeout=20)
+    smtp = smtplib.SMTP("127.0.0.1", ports.starttls, timeout=20)
+    smtp.starttls(context=_client_tls(world))
+    return smtp
+
+
+async def _session(
+    world: World, ports: Ports, steps: Callable[[smtplib.SMTP], Any], *, implicit: bool = False
+) -> Any:
+    def run() -> Any:
+        smtp = _connect(world, ports, implicit)
+        try:
+            smtp.ehlo("client.test")
+            return steps(smtp)
+        finally:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                smtp.quit()
+
+    return await asyncio.to_thread(run)
+
+
+def _message(sender: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {sender}\r\nSubject: Compte rendu\r\n"
+        "Message-ID: <oidc-1@test>\r\nDate: Wed, 25 Nov 2026 10:00:00 +0100\r\n\r\nBonjour.\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+async def test_xoauth2_login_then_a_message(world: World, implicit: bool) -> None:
+    tokens = await world.client().tokens(password_form())
+    token = tokens["access_token"]
+
+    def steps(smtp: smtplib.SMTP) -> tuple[str, tuple[int, bytes]]:
+        mechanisms = smtp.esmtp_features["auth"]
+        reply = smtp.auth("XOAUTH2", lambda _=None: build_xoauth2(MARTIN, token).decode())
+        smtp.sendmail(MARTIN, [MARTIN], _message(MARTIN))
+        return mechanisms, reply
+
+    async with running_submission(world) as ports:
+        mechanisms, reply = await _session(world, ports, steps, implicit=implicit)
+    assert "XOAUTH2" in mechanisms and "OAUTHBEARER" in mechanisms
+    assert reply[0] == 235
+    events = world.events()
+    login = [
+        e for e in events if e.event == "auth.login_succeeded" and e.context.get("method") == "oidc"
+    ]
+    assert login and login[-1].context["protocol"] == "submission"
+    accepted = [e for e in events if e.event == "submission.message_accepted"]
+    assert accepted and accepted[-1].actor == MARTIN
+    assert token not in json.dumps([e.context for e in events])
+
+
+async def test_oauthbearer_login(world: World) -> None:
+    tokens = await world.client(world.trust.martin_card).tokens({"method": "certificate"})
+
+    def steps(smtp: smtplib.SMTP) -> tuple[int, bytes]:
+        message = build_oauthbearer(tokens["access_token"], MARTIN, "127.0.0.1", 587)
+        return smtp.auth("OAUTHBEARER", lambda _=None: message.decode())
+
+    async with running_submission(world) as ports:
+        code, _ = await _session(world, ports, steps)
+    assert code == 235
+
+
+async def test_a_token_for_another_professional_is_refused_with_the_rfc7628_challenge(
+    world: World,
+) -> None:
+    tokens = await world.client().tokens(password_form(login=DUBOIS))
+    message = build_oauthbearer(tokens["access_token"], MARTIN)
+
+    def steps(smtp: smtplib.SMTP) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        challenge = smtp.docmd("AUTH", "OAUTHBEARER " + base64.b64encode(message).decode())
+        final = smtp.docmd(base64.b64encode(b"\x01").decode())  # RFC 7628 §3.2.3
+        return challenge, final
+
+    async with running_submission(world) as ports:
+        challenge, final = await _session(world, ports, steps)
+    assert challenge[0] == 334
+    assert json.loads(base64.b64decode(challenge[1])) == {
+        "status": "invalid_token",
+        "schemes": "bearer",
+        "scope": "openid scope_all",
+    }
+    assert final[0] == 535
+    failed = [e for e in world.events() if e.event == "auth.login_failed"]
+    assert failed[-1].context["reason"] == "login_not_owned"
+    assert failed[-1].context["method"] == "oidc"
+
+
+async def test_xoauth2_with_a_revoked_token_is_refused(world: World) -> None:
+    client = world.client()
+    tokens = await client.tokens(password_form())
+    await client.revoke(tokens["refresh_token"], "refresh_token")
+
+    def steps(smtp: smtplib.SMTP) -> None:
+        smtp.auth("XOAUTH2", lambda _=None: build_xoauth2(MARTIN, tokens["access_token"]).decode())
+
+    async with running_submission(world) as ports:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as info:
+            await _session(world, ports, steps)
+    assert info.value.smtp_code == 535
+    assert [e for e in world.events() if e.event == "auth.login_failed"][-1].context[
+        "reason"
+    ] == "inactive"
+
+
+async def test_malformed_xoauth2_is_a_syntax_error(world: World) -> None:
+    def steps(smtp: smtplib.SMTP) -> tuple[int, bytes]:
+        return smtp.docmd("AUTH", "XOAUTH2 " + base64.b64encode(b"user=x\x01").decode())
+
+    async with running_submission(world) as ports:
+        code, _ = await _session(world, ports, steps)
+    assert code == 501
+    assert any(e.event == "smtp.refused_protocol" for e in world.events())
+
+
+async def test_without_a_validator_the_mechanisms_are_not_offered(world: World) -> None:
+    def steps(smtp: smtplib.SMTP) -> tuple[str, tuple[int, bytes]]:
+        return smtp.esmtp_features["auth"], smtp.docmd("AUTH", "XOAUTH2 =")
+
+    async with running_submission(world, bearer=False) as ports:
+        mechanisms, reply = await _session(world, ports, steps)
+    assert "XOAUTH2" not in mechanisms and "PLAIN" in mechanisms
+    assert reply[0] == 504
