@@ -1,9 +1,10 @@
 """`mssante demo`: a whole local trust space on loopback.
 
-Stages: make a fresh test PKI; write the authority's and two operators' configuration; register
-both operators at the authority (which signs and publishes the whitelist); start one
-``mssante serve`` process per role; wait until every operator holds the verified list; write
-``demo.json``; wait for Ctrl-C and stop every process.
+Stages: make a fresh test PKI; write the authority's, the OIDC provider's (the stand-in for Pro
+Santé Connect) and two operators' configuration; register both operators at the authority (which
+signs and publishes the whitelist); start one process per role (``mssante serve``, ``mssante oidc
+serve``); wait until every operator holds the verified list; write ``demo.json``; wait for Ctrl-C
+and stop every process.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mssante.authority.registry import Actor, DomainSpec, OperatorSpec
 from mssante.authority.service import AuthorityService
 from mssante.config import Settings, load_settings, toml_value
 from mssante.errors import MssanteError
+from mssante.oidc.models import digest
 from mssante.ops.accounts import Accounts, NewPerson
 from mssante.ops.accounts import Actor as AccountActor
 from mssante.pki.ca import TestPki
@@ -32,6 +34,8 @@ from mssante.pki.names import departement_label
 from mssante.runtime import open_node
 
 READY_TIMEOUT = 60.0
+DEMO_CLIENT_ID = "mssante-demo"  # a public client (PKCE) for trying the provider by hand
+DEMO_REDIRECT_URI = "http://127.0.0.1/callback"  # RFC 8252 §7.3 loopback redirect
 DatabaseFor = Callable[[str], dict[str, str]]
 
 
@@ -114,6 +118,14 @@ class DemoLayout:
         }
 
     @property
+    def oidc_port(self) -> int:
+        return self.base_port + 1
+
+    @property
+    def oidc_issuer(self) -> str:
+        return f"https://localhost:{self.oidc_port}"
+
+    @property
     def whitelist_url(self) -> str:
         return f"https://localhost:{self.authority_port}/{LIST_NAME}"
 
@@ -145,6 +157,7 @@ def build(layout: DemoLayout, database_for: DatabaseFor | None = None) -> dict[s
     }
     authority_cfg = _write_authority(layout, pki, pki_section)
     operators = [_write_operator(layout, pki, pki_section, i, op) for i, op in enumerate(OPERATORS)]
+    oidc_cfg = _write_oidc(layout, pki_section, authority_cfg, operators)
     _register(authority_cfg, pki)
     for op, entry in zip(OPERATORS, operators, strict=True):
         entry["accounts"] = _create_accounts(Path(entry["config"]), op)
@@ -158,8 +171,64 @@ def build(layout: DemoLayout, database_for: DatabaseFor | None = None) -> dict[s
             "admin_token_file": str(layout.root / "authority" / "data" / "authority-admin.token"),
         },
         "whitelist_url": layout.whitelist_url,
+        "oidc": {
+            "config": str(oidc_cfg),
+            "issuer": layout.oidc_issuer,
+            "discovery": f"{layout.oidc_issuer}/.well-known/openid-configuration",
+            "https": f"localhost:{layout.oidc_port}",
+            "client_id": DEMO_CLIENT_ID,
+            "redirect_uri": DEMO_REDIRECT_URI,
+        },
         "operators": operators,
     }
+
+
+def _write_oidc(
+    layout: DemoLayout,
+    pki_section: dict[str, Any],
+    authority_cfg: Path,
+    operators: list[dict[str, Any]],
+) -> Path:
+    """The provider standing in for Pro Santé Connect: it checks the operators' accounts
+    (password and TOTP) and CPS-like certificates, and lets each operator check tokens
+    (introspection, session status) with a secret of its own."""
+    folder = layout.root / "oidc"
+    folder.mkdir(parents=True, exist_ok=True)
+    authority_tls = load_settings(authority_cfg).tls  # the same "localhost" certificate
+    resource_servers = {}
+    for entry in operators:
+        secret = secrets.token_urlsafe(32)
+        secret_file = Path(entry["config"]).parent / "oidc-client-secret"
+        secret_file.write_text(secret + "\n")
+        secret_file.chmod(0o600)
+        client_id = f"operator-{Path(entry['config']).parent.name}"
+        resource_servers[client_id] = digest(secret)
+        _append_oidc_client(Path(entry["config"]), layout.oidc_issuer, client_id, secret_file)
+    config = {
+        "role": "operator",
+        "data_dir": str(folder / "data"),
+        **layout.database("oidc"),
+        "pki": pki_section,
+        "tls": {"certificate": str(authority_tls.certificate), "key": str(authority_tls.key)},
+        "oidc": {
+            "issuer": layout.oidc_issuer,
+            "listen_host": "127.0.0.1",
+            "listen_port": layout.oidc_port,
+            "clients": {DEMO_CLIENT_ID: [DEMO_REDIRECT_URI]},
+            "resource_servers": resource_servers,
+            "account_configs": [entry["config"] for entry in operators],
+        },
+    }
+    (folder / "oidc.toml").write_text(_toml(config))
+    return folder / "oidc.toml"
+
+
+def _append_oidc_client(config: Path, issuer: str, client_id: str, secret_file: Path) -> None:
+    """The operator accepts the provider's access tokens (XOAUTH2, OAUTHBEARER)."""
+    section = {"issuer": issuer, "client_id": client_id, "client_secret_file": str(secret_file)}
+    with config.open("a", encoding="utf-8") as out:
+        out.write("\n[oidc]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in section.items()))
+        out.write("\n")
 
 
 def _write_authority(layout: DemoLayout, pki: TestPki, pki_section: dict[str, Any]) -> Path:
@@ -301,15 +370,19 @@ def start(layout: DemoLayout, info: dict[str, Any], *, log_dir: Path) -> None:
     """Start the authority, wait until it serves, then the operators."""
     log_dir.mkdir(parents=True, exist_ok=True)
     _spawn(layout, Path(info["authority"]["config"]), log_dir / "authority.log")
+    _spawn(layout, Path(info["oidc"]["config"]), log_dir / "oidc.log", ("oidc", "serve"))
     _wait_for_port(layout.authority_port)
+    _wait_for_port(layout.oidc_port)
     for op in info["operators"]:
         _spawn(layout, Path(op["config"]), log_dir / f"{Path(op['config']).parent.name}.log")
 
 
-def _spawn(layout: DemoLayout, config: Path, log: Path) -> None:
+def _spawn(
+    layout: DemoLayout, config: Path, log: Path, command: tuple[str, ...] = ("serve",)
+) -> None:
     out = log.open("ab")
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "mssante", "serve", "--config", str(config)],
+        [sys.executable, "-m", "mssante", *command, "--config", str(config)],
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -327,7 +400,7 @@ def _wait_for_port(port: int) -> None:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise MssanteError(f"the authority did not start listening on port {port}")
+    raise MssanteError(f"nothing started listening on port {port}: see the logs")
 
 
 def wait_until_operators_hold_the_list(info: dict[str, Any], layout: DemoLayout) -> None:

@@ -201,6 +201,8 @@ class OidcClient:
     issuer: str
     ca: Path
     card: IssuedPaths | None = None
+    client_id: str = CLIENT_ID
+    redirect_uri: str = REDIRECT_URI
     verifier: str = ""
     state: str = field(default_factory=lambda: secrets.token_urlsafe(8))
     nonce: str = field(default_factory=lambda: secrets.token_urlsafe(8))
@@ -215,8 +217,8 @@ class OidcClient:
         self.verifier, challenge = pkce_pair()
         params = {
             "response_type": "code",
-            "client_id": CLIENT_ID,
-            "redirect_uri": REDIRECT_URI,
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
             "scope": SCOPE,
             "state": self.state,
             "nonce": self.nonce,
@@ -252,8 +254,8 @@ class OidcClient:
             {
                 "grant_type": "authorization_code",
                 "code": code,
-                "redirect_uri": REDIRECT_URI,
-                "client_id": CLIENT_ID,
+                "redirect_uri": self.redirect_uri,
+                "client_id": self.client_id,
                 "code_verifier": self.verifier if verifier is None else verifier,
             },
         )
@@ -267,12 +269,16 @@ class OidcClient:
     async def refresh(self, refresh_token: str) -> httpx.Response:
         return await self.post(
             "/token",
-            {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID},
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "client_id": self.client_id,
+            },
         )
 
     async def revoke(self, token: str, hint: str) -> httpx.Response:
         return await self.post(
-            "/revoke", {"token": token, "token_type_hint": hint, "client_id": CLIENT_ID}
+            "/revoke", {"token": token, "token_type_hint": hint, "client_id": self.client_id}
         )
 
 

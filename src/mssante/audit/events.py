@@ -75,12 +75,15 @@ class AuditEvent(StrEnum):
     TOTP_CONFIRMATION_FAILED = "auth.totp_confirmation_failed"
     APP_PASSWORD_CREATED = "auth.app_password_created"  # noqa: S105 - an event name
     APP_PASSWORD_REVOKED = "auth.app_password_revoked"  # noqa: S105 - an event name
+    CERTIFICATE_BOUND = "auth.certificate_bound"  # an organisation certificate DN, APP account
+    CERTIFICATE_UNBOUND = "auth.certificate_unbound"
     # IMAP (mssante.imap), and the folder operations it shares with the webmail (ops/folders.py)
     IMAP_MAILBOX_OPENED = "imap.mailbox_opened"  # after the login (auth.login_*): which BAL
     IMAP_REFUSED_CLEARTEXT = "imap.refused_cleartext"  # LOGIN or AUTHENTICATE before TLS
     IMAP_REFUSED_ACCESS = "imap.refused_access"  # a mailbox that is not the caller's
     IMAP_REFUSED_PROTOCOL = "imap.refused_protocol"  # a command line or a literal too long
     IMAP_TIMEOUT = "imap.timeout"
+    IMAP_SESSION_ENDED = "imap.session_ended"  # the server ended a session (token revoked)
     FOLDER_CREATED = "folder.created"
     FOLDER_DELETED = "folder.deleted"
     FOLDER_RENAMED = "folder.renamed"

@@ -79,6 +79,7 @@ def _summary(info: dict[str, Any], root: Path) -> None:
     click.echo(
         f"  Autorité / authority     https://{info['authority']['https']}  (liste blanche: {info['whitelist_url']})"
     )
+    click.echo(f"  Pro Santé Connect (local) {info['oidc']['discovery']}")
     for op in info["operators"]:
         click.echo(f"  Opérateur / operator     {op['domain']:<28} config {op['config']}")
         ends = op["endpoints"]

@@ -6,6 +6,10 @@ which hands the login and password to :class:`mssante.auth.service.AuthService` 
 app password), argon2id in a worker thread, never on the event loop, after the growing delay of
 its throttle per login and per client address, every attempt audited there.
 
+AUTHENTICATE XOAUTH2 / OAUTHBEARER (an OIDC access token) and EXTERNAL (the TLS client
+certificate) are proven by the connection (:mod:`mssante.imap.server`) with the bearer validator
+or the certificate logins, which audit them; they arrive here as a :class:`ProvenLogin`.
+
 Authorization: the session opens the mailbox at the login's address (else the account's first
 open mailbox). A SASL authorization identity (``authzid``, RFC 4616 §2) names another mailbox;
 it is opened only if the account may read it (:func:`mssante.ops.folders.may_access`).
@@ -18,7 +22,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Set
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymap.config import IMAPConfig
 from pymap.context import socket_info
@@ -29,23 +33,31 @@ from pymap.user import UserMetadata
 from pysasl.creds.server import ServerCredentials
 
 from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.auth.bearer import BearerValidator
 from mssante.auth.service import AuthProtocol, AuthService
 from mssante.imap.backend import MailboxRef, StoreSession
 from mssante.imap.bus import ChangeBus
+from mssante.imap.mechanisms import ProvenLogin
 from mssante.ops.folders import AccessDenied, Caller, Folders
+
+if TYPE_CHECKING:
+    from mssante.auth.certificates import CertificateLogins
 
 AuditFn = Callable[[AuditRecord], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class ImapContext:
-    """What the IMAP listeners share: the operations, the login check, the bus, the audit."""
+    """What the IMAP listeners share: the operations, the login checks, the bus, the audit."""
 
     folders: Folders
     auth: AuthService
     bus: ChangeBus
     audit: AuditFn
     poll_interval: float
+    bearer: BearerValidator | None = None  # set: XOAUTH2 and OAUTHBEARER are offered
+    certificates: CertificateLogins | None = None  # set: EXTERNAL is offered
+    token_recheck: float = 60.0  # seconds between checks that a session's token still holds
 
 
 def peer_address() -> str:
@@ -165,6 +177,10 @@ class StoreLogin(LoginInterface):
 
     async def authenticate(self, credentials: ServerCredentials) -> StoreIdentity:
         peer = peer_address()
+        if isinstance(credentials, ProvenLogin):  # a token or certificate, checked already
+            context = {"peer": peer, "via": "imap", "method": credentials.method}
+            caller = Caller(credentials.account_id, credentials.login, context)
+            return StoreIdentity(self._ctx, self._config, caller, credentials.login)
         principal = await self._ctx.auth.check_password_async(
             credentials.authcid, _password(credentials), peer=peer, protocol=AuthProtocol.IMAP
         )

@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import io
 import re
 import ssl
@@ -28,12 +30,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import uuid4
 
+from cryptography import x509
 from proxyprotocol.sock import SocketInfo
 from proxyprotocol.version import ProxyProtocolVersion
 from pymap.concurrent import Subsystem
 from pymap.config import BackendCapability, IMAPConfig
 from pymap.context import connection_exit
-from pymap.exceptions import NotSupportedError
+from pymap.exceptions import InvalidAuth, NotSupportedError
 from pymap.imap import IMAPConnection
 from pymap.imap.state import ConnectionState
 from pymap.parsing.command.nonauth import AuthenticateCommand, LoginCommand
@@ -44,19 +47,26 @@ from pymap.parsing.response import (
     ResponseBad,
     ResponseBye,
     ResponseCode,
+    ResponseContinuation,
     ResponseOk,
 )
 from pymap.selected import SelectedMailbox
 from pysasl import SASLAuth
 from pysasl.creds.server import ServerCredentials
 from pysasl.hashing import BuiltinHash
+from pysasl.mechanism import ServerMechanism
 
 from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.auth import sasl
+from mssante.auth.service import AuthProtocol
 from mssante.config import ImapSettings
+from mssante.imap import mechanisms
 from mssante.imap.login import ImapContext, StoreLogin, peer_address
+from mssante.imap.mechanisms import CertificateOffered, ProvenLogin, TokenOffered
 from mssante.logging import get_logger
 
 T = TypeVar("T")
+_EXPIRED = ResponseCode.of(b"EXPIRED")  # RFC 5530 §3
 _LITERAL = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?\n$")
 _LOGINDISABLED = b"LOGINDISABLED"
 _TAG = re.compile(rb"[A-Za-z0-9._-]{1,64}")  # the tags clients use; others get only the BYE
@@ -71,7 +81,13 @@ class ServerConfig(IMAPConfig):
     """pymap's configuration for one listener: 143 (STARTTLS offered) or 993 (TLS already)."""
 
     def __init__(
-        self, settings: ImapSettings, tls: ssl.SSLContext, *, starttls: bool, greeting: str
+        self,
+        settings: ImapSettings,
+        tls: ssl.SSLContext,
+        *,
+        starttls: bool,
+        greeting: str,
+        mechanisms: Sequence[ServerMechanism] = (),
     ) -> None:
         super().__init__(
             Namespace(),
@@ -89,6 +105,7 @@ class ServerConfig(IMAPConfig):
         )
         self.settings = settings
         self._greeting = greeting
+        self._mechanisms = tuple(mechanisms)
 
     @property
     def backend_capability(self) -> BackendCapability:
@@ -100,7 +117,10 @@ class ServerConfig(IMAPConfig):
 
     @property
     def tls_auth(self) -> SASLAuth:
-        return SASLAuth.named([b"PLAIN", b"LOGIN"])
+        """After TLS: PLAIN and LOGIN, then XOAUTH2 / OAUTHBEARER when an issuer is configured
+        and EXTERNAL when certificate logins are (:func:`mechanisms_for`)."""
+        builtin = SASLAuth.named([b"PLAIN", b"LOGIN"]).server_mechanisms
+        return SASLAuth([*builtin, *self._mechanisms])
 
     @property
     def greeting(self) -> bytes:
@@ -198,6 +218,9 @@ class Connection(IMAPConnection):
         self._ctx = ctx
         self._state: Session | None = None
         self._said_bye = False
+        self._reading = False  # waiting for the client (between commands, in IDLE)
+        self._token_watch: asyncio.Task[None] | None = None
+        self._token_ended = False  # the access token this session opened with no longer holds
 
     async def run(self, state: ConnectionState) -> None:
         self._state = state if isinstance(state, Session) else None
@@ -208,6 +231,15 @@ class Connection(IMAPConnection):
         return self._limits.command_timeout if logged_in else self._limits.login_timeout
 
     async def readline(self) -> memoryview:
+        if self._token_ended:
+            await self._end_token_session()
+        self._reading = True
+        try:
+            return await self._read_command_line()
+        finally:
+            self._reading = False
+
+    async def _read_command_line(self) -> memoryview:
         buf = bytearray(await self._line(self._command_timeout()))
         while True:
             if not buf.endswith(b"\n"):
@@ -227,6 +259,83 @@ class Connection(IMAPConnection):
                 await self._refuse(buf, "literal too large", ResponseCode.of(b"TOOBIG"))
             buf += await self._timed(self.reader.readexactly(size), self._limits.literal_timeout)
             buf += await self._line(self._limits.literal_timeout)
+
+    # -- logins by token (XOAUTH2, OAUTHBEARER) and by certificate (EXTERNAL) -----------------------
+    async def authenticate(
+        self, state: ConnectionState, mech_name: bytes
+    ) -> ServerCredentials | None:
+        credentials = await super().authenticate(state, mech_name)
+        if isinstance(credentials, TokenOffered):
+            return await self._prove_token(credentials)
+        if isinstance(credentials, CertificateOffered):
+            return await self._prove_certificate(credentials)
+        return credentials
+
+    async def _prove_token(self, offered: TokenOffered) -> ProvenLogin:
+        """The bearer validator checks the token (and audits); a refusal is the RFC 7628
+        §3.2.2 error challenge, the client's dummy response, then NO [AUTHENTICATIONFAILED]."""
+        bearer = self._ctx.bearer
+        login = None
+        if bearer is not None:
+            token, requested = offered.credentials.token, offered.credentials.login
+            login = await bearer.authenticate(
+                token, requested, peer=peer_address(), protocol=AuthProtocol.IMAP
+            )
+        if login is None:
+            discovery = f"{bearer.issuer}/.well-known/openid-configuration" if bearer else None
+            challenge = sasl.error_challenge(openid_configuration=discovery)
+            await self.write_response(ResponseContinuation(base64.b64encode(challenge)))
+            await self.read_continuation(0)  # RFC 7628 §3.2.3: the client's dummy response
+            raise InvalidAuth()
+        self._watch_token(login.token_id)
+        return ProvenLogin(login.account_id, login.login, "oidc", login.token_id)
+
+    async def _prove_certificate(self, offered: CertificateOffered) -> ProvenLogin:
+        """SASL EXTERNAL: the TLS client certificate, checked and mapped to an account by the
+        certificate logins (which audit every attempt)."""
+        logins = self._ctx.certificates
+        leaf = _peer_certificate(self.writer)
+        result = None
+        if logins is not None:
+            result = await logins.authenticate(
+                [leaf] if leaf is not None else [],
+                offered.requested or None,
+                peer=peer_address(),
+                protocol=AuthProtocol.IMAP,
+            )
+        if result is None:
+            raise InvalidAuth()
+        return ProvenLogin(result.account_id, result.login, "certificate")
+
+    def _watch_token(self, token_id: str) -> None:
+        """Ask the issuer now and then whether the token still holds (revoked: the session
+        ends, also in IDLE). docs/oidc.md, "Revocation"."""
+        if self._token_watch is None:
+            self._token_watch = asyncio.create_task(self._token_watcher(token_id))
+
+    async def _token_watcher(self, token_id: str) -> None:
+        bearer = self._ctx.bearer
+        assert bearer is not None
+        while True:
+            await asyncio.sleep(self._ctx.token_recheck)
+            if not await bearer.is_still_valid(token_id):
+                self._token_ended = True
+                if self._reading:  # waiting for the client: end it now, else before its next
+                    with contextlib.suppress(_Closing):
+                        await self._end_token_session()
+                return
+
+    async def _end_token_session(self) -> None:
+        """RFC 5530 EXPIRED: access is no longer permitted with the credentials used."""
+        await self._bye(b"Access token revoked or expired; log in again.", _EXPIRED)
+        await self._audit(AuditEvent.IMAP_SESSION_ENDED, {"reason": "token_ended"})
+        self.writer.close()
+        raise _Closing()
+
+    def close(self) -> None:
+        if self._token_watch is not None:
+            self._token_watch.cancel()
+        super().close()
 
     async def read_continuation(self, literal_length: int) -> memoryview:
         if literal_length > self._limits.max_literal:  # the parser checks first; belt and braces
@@ -301,6 +410,23 @@ class Connection(IMAPConnection):
         await self._ctx.audit(
             AuditRecord(event, actor=peer, target="", context={"peer": peer, **context})
         )
+
+
+def _peer_certificate(writer: asyncio.StreamWriter) -> x509.Certificate | None:
+    """The client's TLS certificate, if it sent one (the server context asks, optionally)."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def mechanisms_for(ctx: ImapContext) -> list[ServerMechanism]:
+    """The SASL mechanisms offered after TLS besides PLAIN and LOGIN."""
+    offered: list[ServerMechanism] = []
+    if ctx.bearer is not None:
+        offered += [mechanisms.xoauth2(), mechanisms.oauthbearer()]
+    if ctx.certificates is not None:
+        offered.append(mechanisms.external())
+    return offered
 
 
 class _Tagged(Response):

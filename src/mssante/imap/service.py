@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from mssante.imap.bus import ChangeBus, NotifyingMailStore
 from mssante.imap.login import ImapContext
-from mssante.imap.server import Listener, ServerConfig
+from mssante.imap.server import Listener, ServerConfig, mechanisms_for
 from mssante.ops.folders import Folders
 from mssante.smtp.tls import submission_context
 
@@ -40,6 +40,9 @@ async def start_imap(rt: OperatorRuntime) -> None:
         bus=bus,
         audit=rt.audit,
         poll_interval=settings.poll_interval,
+        bearer=rt.bearer,
+        certificates=getattr(rt, "certificates", None),
+        token_recheck=rt.settings.oidc.recheck_seconds,
     )
     tls = submission_context(rt.settings)
     greeting = f"{rt.settings.operator.name or 'MSSante'} IMAP4rev1 ready"
@@ -48,7 +51,10 @@ async def start_imap(rt: OperatorRuntime) -> None:
     for port, starttls, implicit in plans:
         if not port:
             continue
-        listener = Listener(ctx, ServerConfig(settings, tls, starttls=starttls, greeting=greeting))
+        config = ServerConfig(
+            settings, tls, starttls=starttls, greeting=greeting, mechanisms=mechanisms_for(ctx)
+        )
+        listener = Listener(ctx, config)
         listeners.append(listener)
         servers.append(
             await asyncio.start_server(
