@@ -311,6 +311,16 @@ class OidcSettings(BaseModel):
     client_secret_file: Path | None = Field(
         None, description="File holding that client's secret (mode 0600)"
     )
+    authorization_endpoint: str = Field(
+        "",
+        description="The issuer's authorization endpoint, written into the mail clients' "
+        "autoconfiguration (OAuth2). Empty: <issuer>/authorize, the local provider's",
+    )
+    token_endpoint: str = Field(
+        "",
+        description="The issuer's token endpoint, for the autoconfiguration. Empty: "
+        "<issuer>/token, the local provider's",
+    )
     recheck_seconds: float = Field(
         60.0,
         gt=0,

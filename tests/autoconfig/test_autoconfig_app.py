@@ -180,3 +180,23 @@ def test_thunderbird_requests_over_http(served: str) -> None:
     assert servers["imap"][0][1:3] == (993, "SSL")
     assert servers["smtp"][-1][1:3] == (587, "STARTTLS")
     assert unknown.status_code == 404
+
+
+async def test_oauth2_is_offered_when_tokens_are_accepted(settings: Settings) -> None:
+    async with _client(settings) as client:
+        before = await client.get(AUTOCONFIG, params={"emailaddress": f"a@{DOMAIN}"})
+    assert b"OAuth2" not in before.content and b"oAuth2" not in before.content
+    settings.oidc.issuer = "https://auth.esw.esante.gouv.fr/auth/realms/esante-wallet"
+    settings.oidc.authorization_endpoint = f"{settings.oidc.issuer}/protocol/openid-connect/auth"
+    async with _client(settings) as client:
+        response = await client.get(AUTOCONFIG, params={"emailaddress": f"a@{DOMAIN}"})
+    root = etree.fromstring(response.content)
+    for server in root.iter("incomingServer", "outgoingServer"):
+        methods = [m.text for m in server.iter("authentication")]
+        assert methods == ["password-cleartext", "OAuth2"]  # the password first: any client
+    oauth = root.find("oAuth2")
+    assert oauth is not None
+    assert oauth.findtext("issuer") == settings.oidc.issuer
+    assert oauth.findtext("scope") == "openid scope_all"
+    assert oauth.findtext("authURL", "").endswith("/protocol/openid-connect/auth")
+    assert oauth.findtext("tokenURL") == f"{settings.oidc.issuer}/token"
