@@ -236,3 +236,40 @@ class Raw:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+# Real mail clients (Debian programs) and a certificate naming "localhost".
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of a client program a test drives. When it is missing the test is skipped on a
+    developer's machine, and fails when ``CI`` is set: scripts/test.sh installs ``package`` (as
+    root), so CI never passes by skipping a real-client test."""
+    import os
+    import shutil
+
+    path = shutil.which(name)
+    if path:
+        return path
+    reason = f"{name} missing (Debian package {package}; scripts/test.sh installs it as root)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+_LOCALHOST_TRUST: dict[Path, Trust] = {}
+
+
+def localhost_trust(trust: Trust) -> Trust:
+    """``trust`` with operator B's server certificate issued for ``localhost`` by the same PKI
+    (same CA bundle), for clients that check the name they connect to against the certificate
+    and cannot connect to 127.0.0.1 while checking another name (offlineimap, neomutt). Issued
+    once per test session."""
+    import dataclasses
+
+    if trust.pki.directory not in _LOCALHOST_TRUST:
+        issued = trust.pki.issue_server("localhost", STRUCT, "OPERATEUR B", "31")
+        _LOCALHOST_TRUST[trust.pki.directory] = dataclasses.replace(
+            trust, cert=issued.fullchain, key=issued.key
+        )
+    return _LOCALHOST_TRUST[trust.pki.directory]

@@ -6,14 +6,10 @@ appended to the server, and a flag set locally (seen) reaches MailboxEntry.flags
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-from imap_fixtures import MARTIN, PASSWORD, Operator, Trust, message
-
-pytestmark = pytest.mark.skipif(shutil.which("mbsync") is None, reason="mbsync (isync) missing")
+from imap_fixtures import MARTIN, PASSWORD, Operator, Trust, message, require_binary
 
 
 def _config(op: Operator, trust: Trust, folder: Path) -> Path:
@@ -66,6 +62,7 @@ def _files(folder: Path) -> list[Path]:
 
 
 async def test_mbsync_both_ways(operator: Operator, trust: Trust, tmp_path: Path) -> None:
+    require_binary("mbsync", "isync")
     for subject in ("Compte rendu", "Résultats"):
         await asyncio.to_thread(operator.deliver, message(subject))
     config = _config(operator, trust, tmp_path / "client")

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import uuid4
 
-from cryptography import x509
 from proxyprotocol.sock import SocketInfo
 from proxyprotocol.version import ProxyProtocolVersion
 from pymap.concurrent import Subsystem
@@ -58,6 +57,7 @@ from pysasl.mechanism import ServerMechanism
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth import sasl
+from mssante.auth.certificates import presented_chain
 from mssante.auth.service import AuthProtocol
 from mssante.config import ImapSettings
 from mssante.imap import mechanisms
@@ -294,11 +294,10 @@ class Connection(IMAPConnection):
         """SASL EXTERNAL: the TLS client certificate, checked and mapped to an account by the
         certificate logins (which audit every attempt)."""
         logins = self._ctx.certificates
-        leaf = _peer_certificate(self.writer)
         result = None
         if logins is not None:
             result = await logins.authenticate(
-                [leaf] if leaf is not None else [],
+                presented_chain(self.writer.get_extra_info("ssl_object")),
                 offered.requested or None,
                 peer=peer_address(),
                 protocol=AuthProtocol.IMAP,
@@ -412,13 +411,6 @@ class Connection(IMAPConnection):
         )
 
 
-def _peer_certificate(writer: asyncio.StreamWriter) -> x509.Certificate | None:
-    """The client's TLS certificate, if it sent one (the server context asks, optionally)."""
-    ssl_object = writer.get_extra_info("ssl_object")
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return x509.load_der_x509_certificate(der) if der else None
-
-
 def mechanisms_for(ctx: ImapContext) -> list[ServerMechanism]:
     """The SASL mechanisms offered after TLS besides PLAIN and LOGIN."""
     offered: list[ServerMechanism] = []
@@ -441,6 +433,18 @@ def _parts(resp: Response) -> list[Response]:
         return [resp]
     untagged: list[Response] = list(resp._untagged)  # private, but pymap is pinned (0.36.7)
     return [*untagged, _Tagged(resp)]
+
+
+def _release_transport(sock_info: SocketInfo) -> None:
+    """Let a closed connection's transport (and its 256 KiB TLS buffer) be freed at once.
+
+    asyncio keeps a cancelled timer until its due time (``wait_for`` of imap.command_timeout:
+    up to 30 minutes) with the copy of the context variables it was scheduled in, and pymap's
+    ``socket_info`` variable holds the connection's writer. The copies cannot be changed, but
+    the object they point to can drop the writer (a slot of proxy-protocol's SocketInfo, pinned
+    with pymap)."""
+    with contextlib.suppress(AttributeError):
+        sock_info._transport = None  # type: ignore[assignment]
 
 
 ConnectionFactory = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -474,6 +478,7 @@ class Listener:
         finally:
             if task is not None:
                 self._connections.pop(task, None)
+            _release_transport(sock_info)
 
     async def close_connections(self, timeout: float = 5.0) -> None:
         """Say BYE to every client (RFC 9051 §7.1.5) and wait for the connections to end."""
