@@ -94,6 +94,13 @@ class TlsSettings(BaseModel):
     )
     key: Path | None = Field(None, description="PEM private key of that certificate")
     chain: Path | None = Field(None, description="PEM intermediate certificates sent along with it")
+    read_buffer_bytes: int = Field(
+        16384,
+        ge=4096,
+        le=262144,
+        description="Read buffer of each TLS connection (asyncio's is 256 KiB; 16 KiB, one TLS "
+        "record, keeps an idle IMAP connection small)",
+    )
 
 
 class WhitelistSettings(BaseModel):

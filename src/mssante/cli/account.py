@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mssante.auth.certificates import CertificateBinding, CertificateBindings
 from mssante.auth.service import AuthService
 from mssante.cli.common import (
     config_option,
@@ -15,13 +16,16 @@ from mssante.cli.common import (
     print_json,
     settings_from,
 )
-from mssante.ops.accounts import Accounts, Actor, NewPerson
+from mssante.ops.accounts import Accounts, Actor, NewApplication, NewPerson
+from mssante.pki.loading import load_certificate
+from mssante.pki.names import dn_string
 from mssante.runtime import open_node
 
 
 @click.group(name="account")
 def group() -> None:
-    """Accounts of this operator: professionals with their personal mailbox."""
+    """Accounts of this operator: professionals with their personal mailbox, and the software
+    behind APP mailboxes."""
 
 
 @group.command(name="add")
@@ -194,3 +198,122 @@ def app_password_revoke(config_path: Path | None, address: str, label_or_id: str
     finally:
         node.close()
     click.echo(f"revoked app password '{info.label}' (id {info.id})")
+
+
+# -- APP mailboxes and their organisation certificates (docs/auth.md) ---------------------------
+@group.command(name="add-app")
+@config_option
+@json_option
+@click.option("--address", required=True, help="The APP mailbox address (also the login).")
+@click.option(
+    "--structure-id", required=True, help="IdNatStruct of the structure the mailbox belongs to."
+)
+@click.option("--description", default="", help="What the software is (a lab system, a PACS).")
+@friendly_errors
+def add_app(
+    config_path: Path | None, as_json: bool, address: str, structure_id: str, description: str
+) -> None:
+    """Create an application account and its APP mailbox; it logs in with an organisation
+    certificate: bind one with 'mssante account certificate bind'."""
+    node = open_node(settings_from(config_path))
+    try:
+        view = Accounts(node.db).create_application(
+            NewApplication(address, structure_id, description), _cli_actor()
+        )
+    finally:
+        node.close()
+    if as_json:
+        print_json({"login": view.login, "kind": view.kind, "mailboxes": list(view.mailboxes)})
+    else:
+        click.echo(f"created APP account {view.login}")
+
+
+@group.group(name="certificate")
+def certificate_group() -> None:
+    """Organisation certificates that open an APP account (SASL EXTERNAL), by subject DN."""
+
+
+def _binding_line(binding: CertificateBinding) -> str:
+    used = binding.last_used_at.isoformat(timespec="seconds") if binding.last_used_at else "never"
+    state = "" if binding.active else "  (unbound)"
+    return f"{binding.id:>6}  {binding.dn}  last used: {used}{state}"
+
+
+@certificate_group.command(name="bind")
+@config_option
+@json_option
+@click.argument("address")
+@click.option("--dn", help="The certificate's subject DN (RFC 4514, as 'mssante pki' prints it).")
+@click.option(
+    "--cert",
+    "cert_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Or a PEM/DER certificate file: its subject DN is bound.",
+)
+@friendly_errors
+def certificate_bind(
+    config_path: Path | None,
+    as_json: bool,
+    address: str,
+    dn: str | None,
+    cert_path: Path | None,
+) -> None:
+    """Let organisation certificates with this subject DN open the APP account ADDRESS.
+
+    The DN survives the certificate's renewal; the certificate must still verify (chain, dates,
+    revocation) at each login."""
+    if (dn is None) == (cert_path is None):
+        raise click.UsageError("give exactly one of --dn and --cert")
+    subject = dn_string(load_certificate(cert_path).subject) if cert_path else str(dn)
+    node = open_node(settings_from(config_path))
+    try:
+        binding = CertificateBindings(node.db).bind(address, subject, _cli_actor())
+    finally:
+        node.close()
+    if as_json:
+        print_json(binding.as_dict())
+    else:
+        click.echo(f"bound {binding.dn} to {binding.login} (id {binding.id})")
+
+
+@certificate_group.command(name="unbind")
+@config_option
+@json_option
+@click.argument("address")
+@click.argument("dn_or_id")
+@friendly_errors
+def certificate_unbind(
+    config_path: Path | None, as_json: bool, address: str, dn_or_id: str
+) -> None:
+    """Stop the certificate DN_OR_ID (its DN, or the binding's id) opening ADDRESS."""
+    node = open_node(settings_from(config_path))
+    try:
+        binding = CertificateBindings(node.db).unbind(address, dn_or_id, _cli_actor())
+    finally:
+        node.close()
+    if as_json:
+        print_json(binding.as_dict())
+    else:
+        click.echo(f"unbound {binding.dn} from {binding.login} (id {binding.id})")
+
+
+@certificate_group.command(name="list")
+@config_option
+@json_option
+@click.argument("address")
+@click.option("--all", "include_revoked", is_flag=True, help="Include unbound ones.")
+@friendly_errors
+def certificate_list(
+    config_path: Path | None, as_json: bool, address: str, include_revoked: bool
+) -> None:
+    """List the certificate DNs bound to ADDRESS, with their last use."""
+    node = open_node(settings_from(config_path))
+    try:
+        bindings = CertificateBindings(node.db).listing(address, include_revoked=include_revoked)
+    finally:
+        node.close()
+    if as_json:
+        print_json([b.as_dict() for b in bindings])
+        return
+    for binding in bindings:
+        click.echo(_binding_line(binding))

@@ -15,6 +15,7 @@ from typing import Any
 
 from mssante.audit.events import AuditRecord
 from mssante.auth.bearer import BearerValidator
+from mssante.auth.certificates import CertificateLogins
 from mssante.auth.service import AuthService
 from mssante.config import Settings
 from mssante.imap import start_imap
@@ -30,6 +31,7 @@ from mssante.smtp.queue import enqueue
 from mssante.smtp.submission import OutgoingMessage, SubmissionContext, make_submission_protocol
 from mssante.smtp.tls import inbound_context, submission_context
 from mssante.store.group_commit import GroupCommitter
+from mssante.tls_memory import set_tls_read_buffer
 
 
 @dataclass
@@ -43,6 +45,7 @@ class OperatorRuntime:
     delivery: DeliveryService
     auth: AuthService
     bearer: BearerValidator | None = None
+    certificates: CertificateLogins | None = None  # SASL EXTERNAL (submission, IMAP)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     web: WebListener | None = None
@@ -84,6 +87,11 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         bearer=BearerValidator.from_settings(settings, node.db, node.audit)
         if settings.oidc.issuer
         else None,
+        # The same trust store and CRL cache as the inbound listener: the PKI's anchors and
+        # intermediates (the person CA among them), the CRLs refreshed by the whitelist worker.
+        certificates=CertificateLogins(
+            node.db, sync.trust, sync.crls, node.audit, auth=settings.auth
+        ),
     )
 
 
@@ -128,6 +136,7 @@ async def start_listeners(rt: OperatorRuntime) -> None:
         notify_queue=rt.delivery.notify,
         auth=rt.auth,
         bearer=rt.bearer,
+        certificates=rt.certificates,
         audit=rt.audit,
     )
     tls_in, tls_sub = inbound_context(rt.settings), submission_context(rt.settings)
@@ -168,6 +177,7 @@ async def run_operator(
 
 
 async def _start(rt: OperatorRuntime, stop: asyncio.Event) -> None:
+    set_tls_read_buffer(rt.settings.tls.read_buffer_bytes)
     await start_listeners(rt)
     rt.web = await start_web(rt.settings)
     workers: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [

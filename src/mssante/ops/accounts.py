@@ -19,7 +19,7 @@ from mssante.audit.log import append
 from mssante.auth.passwords import hash_password, password_problem, verify_password
 from mssante.errors import MssanteError, NotFoundError
 from mssante.ops.mailstore import MailStore
-from mssante.pki.ids import parse_id_nat
+from mssante.pki.ids import parse_id_nat, parse_id_nat_struct
 from mssante.store.db import Database
 from mssante.store.models import (
     AccessRight,
@@ -57,6 +57,16 @@ class NewPerson:
     profession_code: str = ""
     profession_label: str = ""
     civility: str = ""
+
+
+@dataclass(frozen=True)
+class NewApplication:
+    """The software behind an APP mailbox: its login is the mailbox's address. It has no
+    password: it logs in with an organisation certificate bound to it (docs/auth.md)."""
+
+    address: str
+    structure_id: str  # IdNatStruct of the structure the mailbox belongs to
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,28 @@ class Accounts:
             _audit(session, AuditEvent.ACCOUNT_CREATED, actor, address, {"id_nat": str(id_nat)})
             _audit(session, AuditEvent.MAILBOX_CREATED, actor, address, {"type": "PER"})
             return AccountView(address, AccountKind.PERSON.value, str(id_nat), (address,))
+
+    def create_application(self, new: NewApplication, actor: Actor) -> AccountView:
+        """An application account and its APP mailbox, in one transaction."""
+        structure = str(parse_id_nat_struct(new.structure_id))
+        address = _check_address(new.address)
+        with self.db.session() as session:
+            _refuse_taken(session, address)
+            account = Account(login=address, kind=AccountKind.APPLICATION)
+            mailbox = Mailbox(
+                address=address,
+                type=MailboxType.APP,
+                owner_account=account,
+                structure_id=structure,
+                description=new.description.strip()[:500],
+            )
+            MailStore.ensure_folders(session, mailbox)
+            session.add_all([account, mailbox])
+            session.flush()
+            context = {"kind": AccountKind.APPLICATION.value, "structure_id": structure}
+            _audit(session, AuditEvent.ACCOUNT_CREATED, actor, address, context)
+            _audit(session, AuditEvent.MAILBOX_CREATED, actor, address, {"type": "APP"})
+            return AccountView(address, AccountKind.APPLICATION.value, None, (address,))
 
     def authenticate(self, login: str, password: str) -> Account | None:
         """The account if ``password`` is its current password; None otherwise (no detail:

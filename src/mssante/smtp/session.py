@@ -27,6 +27,11 @@ PasswordCheck = Callable[[str, str, str], Awaitable[str | None]]
 # (access token, login the client named or None, peer address) -> the account's login, or None.
 BearerCheck = Callable[[str, str | None, str], Awaitable[str | None]]
 BEARER_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+# (aiosmtpd's session.ssl, authorization identity or None, peer address) -> the account's login,
+# or None: a login with the TLS client certificate (SASL EXTERNAL, RFC 4422 App. A).
+CertificateCheck = Callable[[dict[str, Any] | None, str | None, str], Awaitable[str | None]]
+EXTERNAL = "EXTERNAL"
+MAX_AUTHZID = 320
 # A JWT access token makes an AUTH line of about 2 KB, longer than an SMTP command line
 # (RFC 5321 §4.5.3.1.4); clients send XOAUTH2 as an initial response all the same.
 BEARER_LINE_LIMIT = 12288
@@ -42,16 +47,23 @@ class MssSMTP(SMTP):
         audit_hook: AuditHook,
         password_check: PasswordCheck | None = None,
         bearer_check: BearerCheck | None = None,
+        certificate_check: CertificateCheck | None = None,
         **kwargs: Any,
     ) -> None:
         self._audit_hook = audit_hook
         self._password_check = password_check
         self._bearer_check = bearer_check
+        self._certificate_check = certificate_check
         self.refusal_audited = False  # set by the handler when it audited its own refusal
         if bearer_check is None:  # XOAUTH2 and OAUTHBEARER are offered only with a validator
             excluded = [*(kwargs.get("auth_exclude_mechanism") or ()), *BEARER_MECHANISMS]
             kwargs["auth_exclude_mechanism"] = excluded
         super().__init__(handler, **kwargs)
+        # EXTERNAL: offered only with a validator, and only once the session is TLS (it is the
+        # TLS client certificate); _offer_external() puts it back then.
+        self._external = self._auth_methods.pop(EXTERNAL, None)
+        if certificate_check is None:
+            self._external = None
         if bearer_check is not None:  # an AUTH line carrying a token is longer than 512 octets
             limits = {"AUTH": BEARER_LINE_LIMIT}
             self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit, limits)
@@ -65,6 +77,14 @@ class MssSMTP(SMTP):
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
                 self.session.ssl = {"ssl_object": ssl_object}
+        self._offer_external()  # called again on the TLS transport after STARTTLS
+
+    def _offer_external(self) -> None:
+        tls = self.session is not None and self.session.ssl is not None
+        if self._external is not None and tls:
+            self._auth_methods[EXTERNAL] = self._external
+        else:
+            self._auth_methods.pop(EXTERNAL, None)
 
     async def push(self, status: AnyStr) -> None:
         await super().push(status)
@@ -190,6 +210,30 @@ class MssSMTP(SMTP):
         # RFC 7628 §3.2.2: the error as a challenge; the client's dummy answer (§3.2.3) ends it.
         answer = await self.challenge_auth(sasl.error_challenge())
         return AuthResult(success=False, handled=answer is MISSING)
+
+    # -- AUTH EXTERNAL: the TLS client certificate (docs/auth.md) ---------------------------------
+    async def auth_EXTERNAL(self, _: Any, args: list[str]) -> AuthResult:
+        """RFC 4422 App. A: the client is who its TLS certificate says; the message is the
+        authorization identity ("=" on the AUTH line: none, the certificate's only account)."""
+        ssl_info = self.session.ssl if self.session is not None else None
+        if self._certificate_check is None or ssl_info is None:
+            return AuthResult(success=False, handled=False)  # not offered: 535
+        message = await self._initial_response(args)
+        if message is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            authzid = message.decode("utf-8")
+        except UnicodeDecodeError:
+            authzid = "\x00"  # refused just below
+        if "\x00" in authzid or len(authzid) > MAX_AUTHZID:
+            await self.push("501 5.5.2 Malformed authentication data")
+            return AuthResult(success=False, handled=True)
+        peer = str(self.session.peer[0]) if self.session and self.session.peer else "?"
+        login = await self._certificate_check(ssl_info, authzid or None, peer)
+        if login is None:
+            self.refusal_audited = True  # the check audited the failure itself
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=login)
 
     async def _initial_response(self, args: list[str]) -> bytes | None:
         """The initial response on the AUTH line (RFC 4954 §4; "=" is an empty one), else the

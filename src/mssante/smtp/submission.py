@@ -1,7 +1,9 @@
 """Message submission for our users' mail clients (RFC 6409): 587 STARTTLS and 465 implicit TLS.
 
 Stages: TLS (required before AUTH, RFC 4954 §4) → AUTH PLAIN or LOGIN with the account's
-password (checked off the event loop, throttled after failures, every attempt audited) →
+password (checked off the event loop, throttled after failures, every attempt audited), or AUTH
+EXTERNAL with the TLS client certificate (a CPS-like card, or an APP mailbox's organisation
+certificate), or XOAUTH2/OAUTHBEARER with an access token →
 MAIL FROM: an address the account may send as (553 otherwise) → RCPT TO: only addresses of the
 trust space (our domains, or a whitelisted domain; "n'appartient pas à l'espace de confiance
 MSSanté" otherwise) → DATA: size, bare line endings, the From: header checked like MAIL FROM,
@@ -23,6 +25,7 @@ from sqlalchemy.orm import Session as DbSession
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
 from mssante.auth.bearer import BearerValidator
+from mssante.auth.certificates import CertificateLogins
 from mssante.auth.service import AuthProtocol, AuthService
 from mssante.logging import get_logger
 from mssante.ops.accounts import Accounts
@@ -40,7 +43,7 @@ from mssante.smtp.policy import (
     domain_of,
 )
 from mssante.smtp.session import MssSMTP
-from mssante.smtp.tls import tls_description
+from mssante.smtp.tls import peer_chain, tls_description
 from mssante.smtp.trace import TraceFacts, new_queue_id, received_header
 from mssante.store.group_commit import GroupCommitter
 from mssante.trust.model import Whitelist
@@ -80,6 +83,7 @@ class SubmissionContext:
     auth: AuthService
     audit: AuditAsync
     bearer: BearerValidator | None = None  # set: AUTH XOAUTH2 and OAUTHBEARER (docs/oidc.md)
+    certificates: CertificateLogins | None = None  # set: AUTH EXTERNAL over TLS (docs/auth.md)
 
 
 class SubmissionHandler:
@@ -103,6 +107,18 @@ class SubmissionHandler:
             return None
         result = await self.ctx.bearer.authenticate(
             token, login, peer=peer, protocol=AuthProtocol.SUBMISSION
+        )
+        return result.login if result else None
+
+    async def check_certificate(
+        self, ssl_info: dict[str, Any] | None, login: str | None, peer: str
+    ) -> str | None:
+        """SASL EXTERNAL: the TLS client certificate, verified and mapped to an account (a
+        person's by idNat, an APP account by its bound DN), audited by the validator."""
+        if self.ctx.certificates is None:
+            return None
+        result = await self.ctx.certificates.authenticate(
+            peer_chain(ssl_info), login, peer=peer, protocol=AuthProtocol.SUBMISSION
         )
         return result.login if result else None
 
@@ -295,6 +311,7 @@ def make_submission_protocol(
             audit_hook=audit_hook,
             password_check=handler.check_password,
             bearer_check=handler.check_bearer if ctx.bearer is not None else None,
+            certificate_check=handler.check_certificate if ctx.certificates is not None else None,
             hostname=ctx.hostname,
             ident="mssante",
             tls_context=None if implicit_tls else tls_context,

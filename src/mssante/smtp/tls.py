@@ -7,6 +7,12 @@ dates (``X509_V_FLAG_NO_CHECK_TIME``): an expired certificate then reaches the p
 verification (``pki.verify``), which refuses it with its own reply and audit event.
 Revocation, key usage and the whitelist DN are checked there too, after the handshake.
 See docs/decisions/0003-inbound-tls-refusals.md.
+
+Submission, for mail clients: a client certificate is asked for too, but optional, so that a
+client without one connects as before (and logs in with a password or a token); one that
+presents a CPS-like or organisation certificate may log in with it (SASL EXTERNAL,
+docs/auth.md). Dates are again left to ``pki.verify`` (an expired card gets a 535 and an audit
+entry, not a dropped connection); a certificate of a CA outside the PKI fails the handshake.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from mssante.auth.certificates import presented_chain
 from mssante.config import Settings
 from mssante.errors import ConfigError
 
@@ -35,19 +42,31 @@ def _base_server_context(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
+def _ask_client_certificate(ctx: ssl.SSLContext, settings: Settings) -> None:
+    """Ask for a client certificate (optional), chained by OpenSSL to the PKI's anchors."""
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    for path in [*settings.pki.trust_anchors, *settings.pki.intermediates]:
+        try:
+            ctx.load_verify_locations(cafile=str(path))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the PKI certificates {path}", detail=str(exc)) from None
+    ctx.verify_flags = ssl.VerifyFlags(int(ctx.verify_flags) | X509_V_FLAG_NO_CHECK_TIME)
+
+
 def inbound_context(settings: Settings) -> ssl.SSLContext:
     """For SMTP between operators: mutual TLS."""
     ctx = _base_server_context(settings)
-    ctx.verify_mode = ssl.CERT_OPTIONAL
-    for path in [*settings.pki.trust_anchors, *settings.pki.intermediates]:
-        ctx.load_verify_locations(cafile=str(path))
-    ctx.verify_flags = ssl.VerifyFlags(int(ctx.verify_flags) | X509_V_FLAG_NO_CHECK_TIME)
+    _ask_client_certificate(ctx, settings)
     return ctx
 
 
-def submission_context(settings: Settings) -> ssl.SSLContext:
-    """For mail clients (587 STARTTLS and 465): server authentication only."""
-    return _base_server_context(settings)
+def submission_context(settings: Settings, *, client_certificates: bool = True) -> ssl.SSLContext:
+    """For mail clients (587 STARTTLS and 465). With ``client_certificates`` and trust anchors
+    configured, a client certificate is asked for, optionally (SASL EXTERNAL)."""
+    ctx = _base_server_context(settings)
+    if client_certificates and settings.pki.trust_anchors:
+        _ask_client_certificate(ctx, settings)
+    return ctx
 
 
 def peer_certificate(ssl_info: dict[str, object] | None) -> x509.Certificate | None:
@@ -59,6 +78,16 @@ def peer_certificate(ssl_info: dict[str, object] | None) -> x509.Certificate | N
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return x509.load_der_x509_certificate(der) if der else None
+
+
+def peer_chain(ssl_info: dict[str, object] | None) -> list[x509.Certificate]:
+    """What the client presented, leaf first (the leaf alone before Python 3.13)."""
+    if not ssl_info:
+        return []
+    ssl_object = ssl_info.get("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return []
+    return presented_chain(ssl_object)
 
 
 def tls_description(ssl_info: dict[str, object] | None) -> tuple[str, str]:

@@ -91,6 +91,7 @@ class CredentialKind(StrEnum):
     PASSWORD = "password"  # noqa: S105 - a kind name; the value stored is an argon2id hash
     TOTP = "totp"  # RFC 6238 shared secret (base32)
     APP_PASSWORD = "app_password"  # noqa: S105 - argon2id hash, one per named device
+    CERTIFICATE = "certificate"  # an APP account's organisation certificate: its subject DN
 
 
 def _enum(cls: type[StrEnum], name: str) -> Enum:
