@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -67,3 +68,20 @@ def run_mssante(
         check=check,
         env=env,
     )
+
+
+async def wait_started(
+    started: asyncio.Event, task: asyncio.Task[None], timeout: float = 60
+) -> None:
+    """Wait until a runtime says it started; if its task ends first (a port already taken, a
+    bad setting), raise what ended it instead of waiting for ever."""
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait(
+        {waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    )
+    if waiter not in done:
+        waiter.cancel()
+        if task in done:
+            task.result()  # raises the start-up failure
+            raise RuntimeError("the runtime stopped before it started")
+        raise TimeoutError(f"the runtime did not start within {timeout} s")

@@ -33,6 +33,7 @@ from support import (
     is_postgres,
     new_schema_name,
     selected_database_url,
+    wait_started,
 )
 
 DOMAIN = "b.mssante.test"
@@ -186,7 +187,7 @@ class running_operator:
                 NewPerson(address, PASSWORD, id_nat, last, "Test"), Actor("test")
             )
         self._task = asyncio.create_task(run_operator(self.settings, self._stop, runtime=rt))
-        await rt.started.wait()
+        await wait_started(rt.started, self._task)
         return Operator(rt, self.trust.ca)
 
     async def __aexit__(self, *exc: object) -> None:

@@ -34,6 +34,7 @@ from support import (
     is_postgres,
     new_schema_name,
     selected_database_url,
+    wait_started,
 )
 
 PASSWORD = "mot-de-passe-solide-42"
@@ -225,7 +226,7 @@ async def running_operator_b(
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run_operator(settings, stop, runtime=rt))
-    await rt.started.wait()
+    await wait_started(rt.started, task)
     try:
         yield rt
     finally:
