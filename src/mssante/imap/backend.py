@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +70,16 @@ _MODES = {
     FlagOp.REPLACE: FlagMode.REPLACE,
 }
 _FULL_REFRESH_POLLS = 30  # an IDLE also relists its folder this often (flag changes elsewhere)
+FULL_REFRESH_SECONDS = 30.0  # other commands relist a folder at least this often
+
+
+@dataclass(frozen=True)
+class SyncMark:
+    """What a session's last listing of its folder saw (kept as pymap's ``mod_sequence``)."""
+
+    probe: Probe  # UIDVALIDITY, UIDNEXT, message count
+    version: int  # the bus's count of this process's changes to the mailbox, then
+    listed_at: float  # time.monotonic() of the listing
 
 
 @contextlib.contextmanager
@@ -178,13 +189,33 @@ class FolderData(MailboxDataInterface[StoredMessage]):
     async def update_selected(
         self, selected: SelectedMailbox, *, wait_on: Event | None = None
     ) -> SelectedMailbox:
+        """After every command: the folder's state for pymap to compare with what the session
+        last saw (new messages, expunges, flag changes become untagged responses).
+
+        Listing a folder costs a query and an object per message, so it is skipped when
+        nothing can have changed since the last listing: the folder's UIDNEXT and message
+        count (probed when the command began) are the same, this process published no change
+        of the mailbox (its own commands, SMTP deliveries: the bus), and the listing is less
+        than :data:`FULL_REFRESH_SECONDS` old (flag changes made by another process). Without
+        it, a client fetching 10,000 messages one by one made 10,000 listings of 10,000."""
         if wait_on is not None:
             await self._wait_for_change(selected, wait_on)
+        elif self._unchanged_since(selected.mod_sequence):
+            return selected
+        version = self._ref.bus.version(self._ref.address)  # before: a change meanwhile counts
         with translated(self.name):
             view = await self._ref.call(self._ref.folders.select, self.name)
-        selected.mod_sequence = view.probe
+        selected.mod_sequence = SyncMark(view.probe, version, time.monotonic())
         selected.set_messages([self.message(e) for e in view.entries])
         return selected
+
+    def _unchanged_since(self, mark: object) -> bool:
+        return (
+            isinstance(mark, SyncMark)
+            and mark.probe == self._probe
+            and mark.version == self._ref.bus.version(self._ref.address)
+            and time.monotonic() - mark.listed_at < FULL_REFRESH_SECONDS
+        )
 
     async def _wait_for_change(self, selected: SelectedMailbox, wait_on: Event) -> None:
         """IDLE (RFC 2177): return when the client is done, when this process changed the
@@ -196,7 +227,8 @@ class FolderData(MailboxDataInterface[StoredMessage]):
                     return
                 with translated(self.name):
                     probe = await self._ref.call(self._ref.folders.probe, self.name)
-                if probe != selected.mod_sequence:
+                mark = selected.mod_sequence
+                if not isinstance(mark, SyncMark) or probe != mark.probe:
                     return
                 await either.wait(timeout=self._ref.poll_interval)
 

@@ -34,6 +34,8 @@ class ChangeBus:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._subscribers: dict[str, set[Event]] = {}
+        self._watchers: dict[str, int] = {}  # address -> sessions open on it
+        self._versions: dict[str, int] = {}  # address -> changes published while watched
 
     def publish(self, address: str) -> None:
         """Wake the sessions waiting on ``address``; callable from any thread."""
@@ -41,8 +43,28 @@ class ChangeBus:
             self._loop.call_soon_threadsafe(self._wake, address.lower())
 
     def _wake(self, address: str) -> None:
+        if address in self._watchers:
+            self._versions[address] = self._versions.get(address, 0) + 1
         for waiter in tuple(self._subscribers.get(address, ())):
             waiter.set()
+
+    def version(self, address: str) -> int:
+        """How many changes of ``address`` were published while a session watched it: equal
+        numbers at two moments mean this process changed nothing in between."""
+        return self._versions.get(address.lower(), 0)
+
+    @contextlib.contextmanager
+    def watching(self, address: str) -> Iterator[None]:
+        """Count the changes of ``address`` (:meth:`version`) while the block runs (a session)."""
+        key = address.lower()
+        self._watchers[key] = self._watchers.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self._watchers[key] -= 1
+            if not self._watchers[key]:
+                del self._watchers[key]
+                self._versions.pop(key, None)
 
     @contextlib.contextmanager
     def subscribe(self, address: str) -> Iterator[Event]:

@@ -150,7 +150,8 @@ class StoreIdentity(IdentityInterface):
         ref = MailboxRef(
             self._ctx.folders, self.caller, self.address, self._ctx.bus, self._ctx.poll_interval
         )
-        yield StoreSession(ref, self._config)
+        with self._ctx.bus.watching(self.address):
+            yield StoreSession(ref, self._config)
 
     async def new_token(self, *, expiration: datetime | None = None) -> str | None:
         return None
