@@ -377,6 +377,101 @@ class OidcSettings(BaseModel):
     )
 
 
+class DirectorySettings(BaseModel):
+    """The national directory (docs/directory.md): importing the agency's extraction, searching
+    it, and the copy operators keep."""
+
+    max_line_bytes: int = Field(
+        8192,
+        ge=1024,
+        le=1_048_576,
+        description="Longest extraction line accepted, in bytes (end of line included); a longer "
+        "line is reported and skipped without ever being held in memory",
+    )
+    batch_rows: int = Field(
+        20_000, ge=100, description="Lines sent to the database at once while importing"
+    )
+    reported_bad_lines: int = Field(
+        1000,
+        ge=0,
+        description="Bad lines whose number and reason an import keeps for its report (all of "
+        "them are counted)",
+    )
+    import_cache_mib: int = Field(
+        64,
+        ge=2,
+        description="SQLite page cache of the importing connection, in MiB: bounds the import's "
+        "memory; more is faster",
+    )
+    search_default_limit: int = Field(
+        10, ge=1, le=200, description="Type-ahead results returned when the caller sets no limit"
+    )
+    search_max_limit: int = Field(
+        50, ge=1, le=200, description="Most type-ahead results one query may ask for"
+    )
+    max_query_chars: int = Field(
+        100, ge=10, le=1000, description="Longest search text accepted, in characters"
+    )
+    max_query_words: int = Field(
+        6, ge=1, le=20, description="Words of a search text that are used (the others ignored)"
+    )
+    fhir_max_count: int = Field(
+        100, ge=1, le=1000, description="Most resources in one FHIR search Bundle (_count)"
+    )
+    extraction_url: str = Field(
+        "",
+        description="Operator: the authority's current extraction, fetched by 'mssante directory "
+        "fetch' (https URL ending in /directory/extraction; its certificate is checked against "
+        "pki.trust_anchors)",
+    )
+    max_extraction_bytes: int = Field(
+        2_000_000_000,
+        ge=1024,
+        description="Operator: a downloaded extraction larger than this is refused",
+    )
+
+
+class PublicationSettings(BaseModel):
+    """Operators publishing their mailboxes to the national directory by FHIR PATCH
+    (docs/publication.md). Fields marked "authority" are read by the authority only."""
+
+    authority_url: str = Field(
+        "",
+        description="Operator: the authority's FHIR base URL (https, e.g. "
+        "https://annuaire.autorite.example/fhir); PATCHes go to <url>/Practitioner and "
+        "<url>/Organization with this node's TLS certificate, and the authority's certificate "
+        "is checked against pki.trust_anchors. Empty: changes wait in the outbox",
+    )
+    retry_schedule: list[int] = Field(
+        default_factory=lambda: [5, 15, 60, 300, 900, 3600],
+        min_length=1,
+        description="Operator: seconds before each new attempt while the authority is away or "
+        "answers 5xx; the last repeats (changes are never given up)",
+    )
+    poll_seconds: float = Field(
+        5.0, gt=0, description="Operator: how often the outbox is read for new changes"
+    )
+    timeout: float = Field(30.0, gt=0, description="Operator: seconds to wait for the authority")
+    batch_size: int = Field(
+        50, ge=1, le=1000, description="Operator: changes claimed from the outbox at once"
+    )
+    lease_seconds: int = Field(
+        120,
+        ge=10,
+        description="Operator: a claimed change not settled within this time (a crashed "
+        "process) is sent again",
+    )
+    max_patch_bytes: int = Field(
+        65536,
+        ge=1024,
+        le=10_485_760,
+        description="Authority: largest FHIR PATCH body accepted (413 above)",
+    )
+    max_operations: int = Field(
+        100, ge=1, le=10_000, description="Authority: most operations in one PATCH"
+    )
+
+
 class Settings(BaseSettings):
     """All of one node's configuration."""
 
@@ -403,6 +498,8 @@ class Settings(BaseSettings):
     authority: AuthoritySettings = Field(default_factory=AuthoritySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    publication: PublicationSettings = Field(default_factory=PublicationSettings)
 
     # -- derived paths -------------------------------------------------------------------------
     def database_url(self) -> str:

@@ -4,7 +4,9 @@ Stages: make a fresh test PKI; write the authority's, the OIDC provider's (the s
 Santé Connect) and two operators' configuration; register both operators at the authority (which
 signs and publishes the whitelist); start one process per role (``mssante serve``, ``mssante oidc
 serve``); wait until every operator holds the verified list; write ``demo.json``; wait for Ctrl-C
-and stop every process.
+and stop every process. The accounts created at build time wait in each operator's directory
+outbox; each operator's publisher sends them to the authority by FHIR PATCH once it runs, so a
+search of the authority's directory finds the other operator's people (docs/publication.md).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class DemoLayout:
     root: Path
     base_port: int
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    by_config: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # latest per node
     database_for: DatabaseFor | None = None
 
     def database(self, node: str) -> dict[str, Any]:
@@ -117,6 +120,10 @@ class DemoLayout:
             "web": first + 5,
         }
 
+    def process_of(self, config: str | Path) -> subprocess.Popen[bytes]:
+        """The running process of the node configured by ``config`` (the last one started)."""
+        return self.by_config[str(config)]
+
     @property
     def oidc_port(self) -> int:
         return self.base_port + 1
@@ -128,6 +135,11 @@ class DemoLayout:
     @property
     def whitelist_url(self) -> str:
         return f"https://localhost:{self.authority_port}/{LIST_NAME}"
+
+    @property
+    def fhir_url(self) -> str:
+        """The authority's FHIR base: operators PATCH their mailboxes there."""
+        return f"https://localhost:{self.authority_port}/fhir"
 
 
 def _toml(data: dict[str, Any]) -> str:
@@ -169,6 +181,8 @@ def build(layout: DemoLayout, database_for: DatabaseFor | None = None) -> dict[s
             "https": f"localhost:{layout.authority_port}",
             "whitelist_url": layout.whitelist_url,
             "admin_token_file": str(layout.root / "authority" / "data" / "authority-admin.token"),
+            "fhir": layout.fhir_url,
+            "directory_search": f"https://localhost:{layout.authority_port}/directory/search",
         },
         "whitelist_url": layout.whitelist_url,
         "oidc": {
@@ -274,6 +288,12 @@ def _write_operator(
         "pki": pki_section,
         "tls": {"certificate": str(cert.fullchain), "key": str(cert.key)},
         "whitelist": {"url": layout.whitelist_url, "refresh_seconds": 300},
+        # Mailboxes are published to the authority's directory (docs/publication.md).
+        "publication": {
+            "authority_url": layout.fhir_url,
+            "poll_seconds": 1.0,
+            "retry_schedule": [1, 2, 5, 15, 60],
+        },
         "operator": {
             "name": op.organisation,
             "structure_id": op.structure_id,
@@ -389,6 +409,7 @@ def _spawn(
         start_new_session=True,
     )
     layout.processes.append(proc)
+    layout.by_config[str(config)] = proc
 
 
 def _wait_for_port(port: int) -> None:

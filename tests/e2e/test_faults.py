@@ -65,17 +65,13 @@ def _wait_count(op: dict[str, Any], address: str, count: int, timeout: float) ->
     raise AssertionError(f"{len(subjects)} of {count} messages arrived")
 
 
-def _process_of(layout: demo.DemoLayout, index: int) -> Any:
-    return layout.processes[index]  # 0: authority, 1: first operator, 2: second operator
-
-
 def test_messages_wait_while_the_receiver_is_down_and_arrive_when_it_is_back(
     trust_space: Space,
 ) -> None:
     layout, info = trust_space
     _start(layout, info)
     nord, sud = info["operators"]
-    receiver = _process_of(layout, 2)
+    receiver = layout.process_of(sud["config"])
     os.killpg(receiver.pid, signal.SIGTERM)
     receiver.wait(timeout=20)
 
@@ -100,7 +96,7 @@ def test_sigkill_of_the_sender_with_500_messages_loses_none_and_doubles_none(
     with ThreadPoolExecutor(5) as pool:
         list(pool.map(lambda chunk: _submit(nord, nord["accounts"][0], to, chunk), chunks))
 
-    sender = _process_of(layout, 1)
+    sender = layout.process_of(nord["config"])
     os.killpg(sender.pid, signal.SIGKILL)  # every message above was answered 250
     sender.wait(timeout=10)
     before = len(_subjects_at(sud, to))

@@ -105,6 +105,19 @@ class AuditEvent(StrEnum):
     MAILBOX_ACCESS_REVOKED = "mailbox.access_revoked"
     DELEGATED_ACCESS = "mailbox.delegated_access"  # a mailbox opened or selected by a grantee
     DELEGATED_SEND = "mailbox.delegated_send"  # mail sent as the mailbox by a grantee
+    # National directory (mssante.directory; docs/directory.md)
+    DIRECTORY_IMPORTED = "directory.imported"  # an extraction imported: counts, file SHA-256
+    DIRECTORY_IMPORT_REFUSED = "directory.import_refused"  # not an extraction (its header)
+    DIRECTORY_EXPORTED = "directory.exported"  # an extraction written to a file
+    DIRECTORY_FETCHED = "directory.fetched"  # operator: the authority's extraction downloaded
+    DIRECTORY_FETCH_FAILED = "directory.fetch_failed"
+    # Directory publication (docs/publication.md). Authority: each FHIR PATCH from an operator,
+    # accepted (with its changes) or refused (with its HTTP status and reason). Operator: each
+    # change the authority accepted, or refused for good (never retried).
+    DIRECTORY_PATCH_ACCEPTED = "directory.patch_accepted"
+    DIRECTORY_PATCH_REFUSED = "directory.patch_refused"
+    DIRECTORY_PUBLISHED = "directory.published"
+    DIRECTORY_PUBLICATION_REFUSED = "directory.publication_refused"
     # The audit log itself
     AUDIT_VERIFIED = "audit.verified"
 

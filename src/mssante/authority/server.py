@@ -9,13 +9,16 @@ Administration (``Authorization: Bearer <token>``, token in ``authority.admin_to
   GET    /api/v1/operators/{name}
   PUT    /api/v1/operators/{name}    register or replace; re-signs and publishes the list
   DELETE /api/v1/operators/{name}    remove; re-signs and publishes the list
+Publication by operators (mutual TLS; mssante.authority.publication_api, docs/publication.md):
+  PATCH /fhir/Practitioner?identifier=…, /fhir/Organization?identifier=…
+The national directory (public; mssante.directory.api, docs/directory.md):
+  GET /directory/search, /fhir/Practitioner, /fhir/Organization, /directory/extraction
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,9 +27,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.authority.publication_api import PublicationDoor, publication_router
 from mssante.authority.publish import CHECKSUM_NAME, LIST_NAME, SIGNATURE_NAME, current_release
 from mssante.authority.registry import Actor, DomainSpec, OperatorSpec
 from mssante.authority.service import AuthorityService, published_dir
+from mssante.directory.api import directory_router
 from mssante.errors import MssanteError, NotFoundError
 
 _MEDIA = {
@@ -83,7 +88,15 @@ def _admin(request: Request) -> Actor:
 AdminActor = Annotated[Actor, Depends(_admin)]
 
 
-def create_app(service: AuthorityService, admin_token: str) -> FastAPI:
+def _add_publication(app: FastAPI, door: PublicationDoor | None) -> None:
+    if door is not None:
+        app.include_router(publication_router(door))
+
+
+def create_app(
+    service: AuthorityService, admin_token: str, publication: PublicationDoor | None = None
+) -> FastAPI:
+    """The authority's app; ``publication`` adds the operators' FHIR PATCH routes."""
     app = FastAPI(title="mssante authority", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     app.state.admin_token = admin_token
@@ -97,6 +110,9 @@ def create_app(service: AuthorityService, admin_token: str) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    app.include_router(directory_router(service.node.db, service.node.settings.directory))
+    _add_publication(app, publication)
 
     def _published(name: str) -> FileResponse:
         folder = current_release(out_dir)
@@ -136,11 +152,3 @@ def create_app(service: AuthorityService, admin_token: str) -> FastAPI:
         return {"removed": name, "whitelist_sha256": release.sha256}
 
     return app
-
-
-def server_ssl_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
-    """TLS 1.2 or newer only (MSSanté requires TLS 1.2 at least)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(certfile, keyfile)
-    return ctx

@@ -13,12 +13,14 @@ from mssante.cli import authority as authority_cli
 from mssante.cli import config as config_cli
 from mssante.cli import db as db_cli
 from mssante.cli import demo as demo_cli
+from mssante.cli import directory as directory_cli
 from mssante.cli import dns as dns_cli
 from mssante.cli import mail as mail_cli
 from mssante.cli import mailbox as mailbox_cli
 from mssante.cli import oidc as oidc_cli
 from mssante.cli import operator as operator_cli
 from mssante.cli import pki as pki_cli
+from mssante.cli import publication as publication_cli
 from mssante.cli import send as send_cli
 from mssante.cli import serve as serve_cli
 from mssante.cli import trust as trust_cli
@@ -47,8 +49,10 @@ for group in (
     mailbox_cli.group,
     dns_cli.group,
     oidc_cli.group,
+    directory_cli.group,
 ):
     cli.add_command(group)
+directory_cli.group.add_command(publication_cli.outbox)  # docs/publication.md
 cli.add_command(demo_cli.demo)
 cli.add_command(serve_cli.serve)
 cli.add_command(send_cli.send)

@@ -2,7 +2,8 @@
 
 Stages of start-up: open the node (database migrated, blobs, audit) → trust material (anchors,
 CRLs, the last good whitelist) → the shared services (mail store, accounts, group commit, queue)
-→ listeners (inbound SMTP, submission 587 and 465) → workers (whitelist refresh, delivery).
+→ listeners (inbound SMTP, submission 587 and 465) → workers (whitelist refresh, delivery,
+directory publication).
 Stopping closes the listeners first, lets sessions finish, then stops the workers.
 """
 
@@ -20,6 +21,7 @@ from mssante.auth.service import AuthService
 from mssante.config import Settings
 from mssante.imap import start_imap
 from mssante.logging import get_logger
+from mssante.operator.publisher import DirectoryPublisher
 from mssante.operator.web import WebListener, start_web
 from mssante.operator.whitelist_sync import WhitelistSync
 from mssante.ops.accounts import Accounts
@@ -44,6 +46,7 @@ class OperatorRuntime:
     committer: GroupCommitter
     delivery: DeliveryService
     auth: AuthService
+    publisher: DirectoryPublisher | None = None  # the directory's outbox (docs/publication.md)
     bearer: BearerValidator | None = None
     certificates: CertificateLogins | None = None  # SASL EXTERNAL (submission, IMAP)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +87,7 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         committer=committer,
         delivery=delivery,
         auth=AuthService(node.db, settings, node.audit),
+        publisher=DirectoryPublisher(settings, node.db),
         bearer=BearerValidator.from_settings(settings, node.db, node.audit)
         if settings.oidc.issuer
         else None,
@@ -184,6 +188,8 @@ async def _start(rt: OperatorRuntime, stop: asyncio.Event) -> None:
         rt.sync.run,
         rt.delivery.run,
     ]
+    if rt.publisher is not None:
+        workers.append(rt.publisher.run)
     rt.tasks += [asyncio.create_task(w(stop)) for w in workers]
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
 from mssante.auth.passwords import hash_password, password_problem, verify_password
+from mssante.directory.outbox import enqueue_publication
 from mssante.errors import MssanteError, NotFoundError
 from mssante.ops.mailstore import MailStore
 from mssante.pki.ids import parse_id_nat, parse_id_nat_struct
@@ -30,6 +31,7 @@ from mssante.store.models import (
     Mailbox,
     MailboxAccess,
     MailboxType,
+    OutboxOperation,
     Professional,
     utcnow,
 )
@@ -124,6 +126,7 @@ class Accounts:
             MailStore.ensure_folders(session, mailbox)
             session.add_all([account, mailbox])
             session.flush()
+            enqueue_publication(session, mailbox, OutboxOperation.INSERT)
             _audit(session, AuditEvent.ACCOUNT_CREATED, actor, address, {"id_nat": str(id_nat)})
             _audit(session, AuditEvent.MAILBOX_CREATED, actor, address, {"type": "PER"})
             return AccountView(address, AccountKind.PERSON.value, str(id_nat), (address,))
@@ -145,10 +148,44 @@ class Accounts:
             MailStore.ensure_folders(session, mailbox)
             session.add_all([account, mailbox])
             session.flush()
+            enqueue_publication(session, mailbox, OutboxOperation.INSERT)
             context = {"kind": AccountKind.APPLICATION.value, "structure_id": structure}
             _audit(session, AuditEvent.ACCOUNT_CREATED, actor, address, context)
             _audit(session, AuditEvent.MAILBOX_CREATED, actor, address, {"type": "APP"})
             return AccountView(address, AccountKind.APPLICATION.value, None, (address,))
+
+    def set_liste_rouge(self, address: str, hidden: bool, actor: Actor) -> bool:
+        """Put a mailbox on liste rouge (not published in the directory, BRIEF §4) or take it
+        off; the change goes to the directory's outbox in the same transaction. False if it
+        already was so."""
+        with self.db.session() as session:
+            mailbox = _open_mailbox(session, address)
+            if mailbox.liste_rouge == hidden:
+                return False
+            mailbox.liste_rouge = hidden
+            session.flush()
+            enqueue_publication(session, mailbox, OutboxOperation.REPLACE)
+            _audit(
+                session, AuditEvent.MAILBOX_UPDATED, actor, mailbox.address, {"liste_rouge": hidden}
+            )
+            return True
+
+    def close_mailbox(self, address: str, actor: Actor) -> None:
+        """Close a mailbox (``closed_at``; it can no longer be sent as): its entry leaves the
+        directory (the outbox's delete, in the same transaction). Its row stays, so its address
+        is never given to anyone else."""
+        with self.db.session() as session:
+            mailbox = _open_mailbox(session, address)
+            mailbox.closed_at = utcnow()
+            session.flush()
+            enqueue_publication(session, mailbox, OutboxOperation.DELETE)
+            _audit(
+                session,
+                AuditEvent.MAILBOX_CLOSED,
+                actor,
+                mailbox.address,
+                {"type": mailbox.type.value},
+            )
 
     def authenticate(self, login: str, password: str) -> Account | None:
         """The account if ``password`` is its current password; None otherwise (no detail:
@@ -245,6 +282,19 @@ def _professional(session: Session, id_nat: str, new: NewPerson) -> Professional
         profession_code=new.profession_code,
         profession_label=new.profession_label,
     )
+
+
+def _open_mailbox(session: Session, address: str) -> Mailbox:
+    mailbox: Mailbox | None = session.execute(
+        select(Mailbox)
+        .options(selectinload(Mailbox.owner_professional))
+        .where(Mailbox.address == address.strip().lower())
+    ).scalar_one_or_none()
+    if mailbox is None:
+        raise NotFoundError(f"no mailbox {address.strip().lower()}")
+    if mailbox.closed_at is not None:
+        raise AccountError(f"the mailbox {mailbox.address} is closed")
+    return mailbox
 
 
 def _account(session: Session, login: str) -> Account | None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
+from mssante.directory.outbox import enqueue_publication
 from mssante.errors import NotFoundError
 from mssante.ops.accounts import AccountError, Actor, check_address, refuse_taken
 from mssante.ops.mailstore import MailStore
@@ -31,6 +32,7 @@ from mssante.store.models import (
     Mailbox,
     MailboxAccess,
     MailboxType,
+    OutboxOperation,
     utcnow,
 )
 
@@ -79,6 +81,7 @@ class Delegations:
             MailStore.ensure_folders(session, mailbox)
             session.add(mailbox)
             session.flush()
+            enqueue_publication(session, mailbox, OutboxOperation.INSERT)  # docs/publication.md
             _audit(session, AuditEvent.MAILBOX_ORG_CREATED, actor, address, {"type": "ORG"})
         return address
 

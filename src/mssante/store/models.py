@@ -406,3 +406,167 @@ class QueueRecipient(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
     message: Mapped[QueueMessage] = relationship(back_populates="recipients")
+
+
+# --- National directory (mssante.directory; docs/directory.md) ---------------------------------
+
+
+class DirectorySource(StrEnum):
+    """Where a directory entry comes from; an import only replaces and removes its own."""
+
+    EXTRACTION = "extraction"  # the agency's daily extraction (mssante directory import)
+    OPERATOR = "operator"  # published by an operator (FHIR PATCH; the publication half)
+
+
+# Search words compare in code point order on both engines: SQLite's BINARY collation, and
+# PostgreSQL's "C" (whatever the database's default), so that a prefix is one index range.
+_WORD_TYPE = String(64).with_variant(String(64, collation="C"), "postgresql")
+
+
+class DirectoryEntry(Base):
+    """One mailbox (BAL) of the national directory: the extraction's line as it came (``raw``,
+    the 31 fields, exported byte for byte), and the columns search and FHIR reads filter on."""
+
+    __tablename__ = "directory_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # A unique index rather than a constraint, so that a first import can drop and rebuild it.
+    address: Mapped[str] = mapped_column(String(320), unique=True, index=True)  # lower case
+    bal_type: Mapped[MailboxType] = mapped_column(_enum(MailboxType, "mailbox_type"))
+    id_nat_pp: Mapped[str] = mapped_column(String(32), default="", index=True)
+    structure_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    profession_code: Mapped[str] = mapped_column(String(8), default="")
+    postal_code: Mapped[str] = mapped_column(String(10), default="")
+    city: Mapped[str] = mapped_column(String(200), default="")  # folded (normalize.fold)
+    liste_rouge: Mapped[bool] = mapped_column(Boolean, default=False)  # never published
+    source: Mapped[DirectorySource] = mapped_column(_enum(DirectorySource, "directory_source"))
+    ordinal: Mapped[int] = mapped_column(BigInteger, index=True)  # position in the file (export)
+    content_hash: Mapped[int] = mapped_column(BigInteger)  # BLAKE2b-64 of raw, signed
+    sort_name: Mapped[str] = mapped_column(_WORD_TYPE)  # alphabetical key of results
+    search_text: Mapped[str] = mapped_column(Text)  # " names | structure | address | context "
+    raw: Mapped[str] = mapped_column(Text)  # the line, without its end-of-line
+
+
+class DirectoryWord(Base):
+    """The type-ahead index: one row per (word, mailbox), ordered the way results are ranked,
+    so that the first rows of a prefix range are the answer (docs/decisions/0009). Liste rouge
+    mailboxes have no row. Rebuilt in bulk by each import."""
+
+    __tablename__ = "directory_words"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    word: Mapped[str] = mapped_column(_WORD_TYPE, primary_key=True)
+    weight: Mapped[int] = mapped_column(Integer, primary_key=True)  # normalize.WEIGHT_*
+    sort_name: Mapped[str] = mapped_column(_WORD_TYPE, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # directory_entries.id
+
+
+class DirectoryStructure(Base):
+    """A structure named by mailboxes of the directory (IdNatStruct), with the words of its
+    names and town: a few thousand rows, so that a query such as "cardiologie chu lyon" finds
+    the structure first, then its mailboxes. Rebuilt by each import."""
+
+    __tablename__ = "directory_structures"
+
+    structure_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    search_text: Mapped[str] = mapped_column(Text)  # " word word … "
+
+
+class DirectoryStructureWord(Base):
+    """Words of structures, in key order (the structures' type-ahead index)."""
+
+    __tablename__ = "directory_structure_words"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    word: Mapped[str] = mapped_column(_WORD_TYPE, primary_key=True)
+    structure_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class DirectoryImport(Base):
+    """One import of an extraction: its file, counts, and how its lines ended (for export)."""
+
+    __tablename__ = "directory_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_name: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(320))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    lines: Mapped[int] = mapped_column(Integer)
+    added: Mapped[int] = mapped_column(Integer)
+    updated: Mapped[int] = mapped_column(Integer)
+    removed: Mapped[int] = mapped_column(Integer)
+    bad_lines: Mapped[int] = mapped_column(Integer)
+    newline: Mapped[str] = mapped_column(String(2), default="\n")
+    bom: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# --- Directory publication (docs/publication.md) -----------------------------------------------
+# Operator side: the transactional outbox of mailbox changes to publish (directory/outbox.py,
+# operator/publisher.py). Authority side: what each operator published (directory/publication.py).
+
+
+class OutboxStatus(StrEnum):
+    """Where one change waiting for the authority stands (docs/publication.md, "The outbox")."""
+
+    PENDING = "pending"  # not sent yet, or sent and to be tried again (next_attempt_at)
+    SENT = "sent"  # the authority accepted it (2xx; final)
+    FAILED = "failed"  # the authority refused it for good (4xx; final, audited)
+
+
+class OutboxOperation(StrEnum):
+    """The FHIR PATCH operation a change becomes (openapi-balmss.yaml, PatchParameters)."""
+
+    INSERT = "insert"  # a new mailbox
+    REPLACE = "replace"  # its whole ContactPoint again (liste rouge, description…)
+    DELETE = "delete"  # a closed mailbox
+
+
+class DirectoryOutbox(Base):
+    """One change of a mailbox to publish, written in the transaction of the change itself.
+
+    Rows of one address are sent in ``id`` order, one at a time; ``next_attempt_at`` is set
+    only while the row waits, so its index holds exactly the pending work.
+    """
+
+    __tablename__ = "directory_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    operation: Mapped[OutboxOperation] = mapped_column(_enum(OutboxOperation, "outbox_operation"))
+    resource: Mapped[str] = mapped_column(String(32))  # Practitioner or Organization
+    # "system|value" of the conditional PATCH; "" = this operator's own structure id, filled
+    # in when sent (an ORG mailbox created without a structure of its own).
+    identifier: Mapped[str] = mapped_column(String(200), default="")
+    body: Mapped[str] = mapped_column(Text)  # the Parameters resource, JSON
+    status: Mapped[OutboxStatus] = mapped_column(_enum(OutboxStatus, "outbox_status"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    claimed_by: Mapped[str] = mapped_column(String(100), default="")
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)  # HTTP status, None: no answer
+    last_error: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DirectoryPublication(Base):
+    """Authority: a mailbox published by an operator, with what the extraction's line cannot
+    hold (rank, description, responsible). Kept after a delete (``deleted_at``), so that the
+    resource stays known and a repeated delete is answered 200, not 404."""
+
+    __tablename__ = "directory_publications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)  # lower case
+    resource: Mapped[str] = mapped_column(String(32))  # Practitioner or Organization
+    identifier: Mapped[str] = mapped_column(String(32), index=True)  # idNat or IdNatStruct
+    bal_type: Mapped[MailboxType] = mapped_column(_enum(MailboxType, "mailbox_type"))
+    operator: Mapped[str] = mapped_column(String(200))  # the registry's name of the publisher
+    rank: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    responsible: Mapped[str] = mapped_column(String(500), default="")
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
