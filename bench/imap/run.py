@@ -289,12 +289,22 @@ def rows(reports: dict[str, SystemReport]) -> list[Row]:
 
 
 def table(reports: dict[str, SystemReport], settings: dict[str, Any]) -> str:
+    parts = []
+    if "sync" in settings["measures"]:
+        parts.append(
+            f"{settings['messages']} messages to sync ({settings['corpus_mib']:.1f} MiB, "
+            f"{settings['attachments']} with attachments)"
+        )
+    if "idle" in settings["measures"]:
+        parts.append(
+            f"{settings['connections']} IDLE connections on a "
+            f"{settings['idle_messages']}-message INBOX"
+        )
+    if "latency" in settings["measures"]:
+        parts.append(f"{settings['deliveries']} deliveries")
     lines = [
-        f"imap benchmark: {settings['messages']} messages to sync "
-        f"({settings['corpus_mib']:.1f} MiB, {settings['attachments']} with attachments), "
-        f"{settings['connections']} IDLE connections on a {settings['idle_messages']}-message "
-        f"INBOX, {settings['deliveries']} deliveries; {settings['cpus']} CPUs, "
-        f"{settings['dovecot']}, isync {settings['isync']}, Python {settings['python']}",
+        f"imap benchmark: {', '.join(parts)}; {settings['cpus']} CPUs, {settings['dovecot']}, "
+        f"isync {settings['isync']}, Python {settings['python']}, mssante {settings['commit']}",
         "",
         f"{'figure':<34}{'mssante':>12}{'dovecot':>12}{'mssante/dovecot':>18}",
         "-" * 76,
@@ -421,9 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    measures = [m.strip() for m in args.measures.split(",")]
     domain = MssanteServer(workdir).domain  # both servers hold the users at B's domain
-    stats = stats_of(corpus(args.messages, f"{SYNC}@{domain}", seed=args.seed))
+    messages = args.messages if "sync" in measures else 0
+    stats = stats_of(corpus(messages, f"{SYNC}@{domain}", seed=args.seed))
     settings = {
+        "measures": measures,
         "messages": args.messages,
         "corpus_mib": stats.bytes / 2**20,
         "attachments": stats.attachments,

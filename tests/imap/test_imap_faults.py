@@ -294,8 +294,8 @@ async def test_idle_for_hours_of_polls_does_not_grow(
             clients.tell()
             await clients.next("idling")
             await asyncio.sleep(1.5)  # every cache filled, every session in its IDLE loop
-            samples = [sample()]  # until 2 session-hours of polls, or 30 s
-            deadline = asyncio.get_running_loop().time() + 30
+            samples = [sample()]  # until 2 session-hours of polls, or 60 s
+            deadline = asyncio.get_running_loop().time() + 60
             while len(samples) < 10 or (
                 samples[-1][0] - samples[0][0] < 2 * 3600
                 and asyncio.get_running_loop().time() < deadline
@@ -318,7 +318,7 @@ async def test_idle_for_hours_of_polls_does_not_grow(
         f"{sum(ended['results'])} IDLE restarts: {blocks:+.0f} Python blocks, "
         f"RSS {rss / 1024:+.0f} KiB"
     )
-    assert hours > 1  # 2 within about 12 s on SQLite here, 1 within 16 s on PostgreSQL
+    assert hours > 1  # 2 in about 12 s on SQLite, 16-30 s on PostgreSQL here (more when loaded)
     assert sum(ended["results"]) >= count * 10
     # Anything kept at each poll is at least one object, one block: a quarter of a block a poll
     # is above the noise (what is in flight at a sample, some hundreds of blocks) and below any
