@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"cannot run: {reason}")
         return 2
     raise_nofile()
+    context = environment()  # before the run: the tree the servers start from
     if args.workdir is not None:
         if args.workdir.exists() and any(args.workdir.iterdir()):
             progress(f"--workdir {args.workdir} must be a new or empty folder")
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "deliveries": args.deliveries,
         "poll_deliveries": args.poll_deliveries,
         "seed": args.seed,
-        **environment(),
+        **context,
     }
     if args.json:
         print(json.dumps(as_json(reports, settings), indent=2))
