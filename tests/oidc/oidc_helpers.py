@@ -30,7 +30,7 @@ from mssante.ops.accounts import Accounts, Actor, NewPerson
 from mssante.pki.ca import IssuedPaths, TestPki
 from mssante.pki.ids import luhn_key
 from mssante.runtime import open_node
-from support import free_port_block
+from support import free_port_block, wait_started
 
 DOMAIN = "b.mssante.test"
 MARTIN = f"dr.martin@{DOMAIN}"
@@ -174,11 +174,7 @@ async def running_provider(
     rt = build_provider(settings)
     stop, started = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(serve(rt, stop, started))
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiter.cancel()
-        await task
+    await wait_started(started, task)
     try:
         yield World(settings, rt, trust, secret_file)
     finally:

@@ -41,7 +41,7 @@ async def start_imap(rt: OperatorRuntime) -> None:
         audit=rt.audit,
         poll_interval=settings.poll_interval,
         bearer=rt.bearer,
-        certificates=getattr(rt, "certificates", None),
+        certificates=rt.certificates,
         token_recheck=rt.settings.oidc.recheck_seconds,
     )
     tls = submission_context(rt.settings)
