@@ -131,7 +131,7 @@ async def main():
     say("ended", results=await asyncio.gather(*watchers))
 
 
-asyncio.run(asyncio.wait_for(main(), 60))
+asyncio.run(asyncio.wait_for(main(), 180))  # the test may wait 60 s for its polls
 """
 
 
