@@ -262,14 +262,14 @@ def _rss() -> int:
 async def test_idle_for_hours_of_polls_does_not_grow(
     trust: Trust, tmp_path: Path, b_database: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Sessions idling for the equivalent of hours: ten sessions whose database polls
-    (imap.poll_interval, 1 s by default) and full re-listings (every 30 polls) are sped up, and
-    whose clients end and restart IDLE as they do every 29 minutes. The server's memory does not
+    """Sessions idling for the equivalent of hours: ten sessions whose database poll (the
+    process's FolderWatch, every imap.poll_interval, 1 s by default) is sped up, and whose
+    clients end and restart IDLE as they do every 29 minutes. The server's memory does not
     grow with them. Measured without tracemalloc, which would slow the polls fourfold: the
     number of small blocks Python has allocated (every object's header is one) and the RSS."""
     count, poll = 10, 0.002
     _cheap_logins(monkeypatch)
-    calls = {"probe": 0, "select": 0}
+    calls = {"probe_many": 0, "select": 0}
 
     def counting(name: str) -> Callable[..., Any]:
         original = getattr(Folders, name)
@@ -282,7 +282,7 @@ async def test_idle_for_hours_of_polls_does_not_grow(
 
     def sample() -> tuple[int, int, int]:
         gc.collect()
-        return calls["probe"], sys.getallocatedblocks(), _rss()
+        return calls["probe_many"], sys.getallocatedblocks(), _rss()
 
     for name in calls:
         monkeypatch.setattr(Folders, name, counting(name))
@@ -294,7 +294,7 @@ async def test_idle_for_hours_of_polls_does_not_grow(
             clients.tell()
             await clients.next("idling")
             await asyncio.sleep(1.5)  # every cache filled, every session in its IDLE loop
-            samples = [sample()]  # until 2 session-hours of polls, or 60 s
+            samples = [sample()]  # until 2 hours of polls, or 60 s
             deadline = asyncio.get_running_loop().time() + 60
             while len(samples) < 10 or (
                 samples[-1][0] - samples[0][0] < 2 * 3600
@@ -307,14 +307,14 @@ async def test_idle_for_hours_of_polls_does_not_grow(
         finally:
             await clients.stop()
     polls = samples[-1][0] - samples[0][0]
-    hours = polls / 3600  # at the default imap.poll_interval, a session polls 3600 times an hour
+    hours = polls / 3600  # at the default imap.poll_interval, the watch polls 3600 times an hour
     # the median of the first and of the last five samples: what is in flight varies
     blocks = statistics.median(s[1] for s in samples[-5:]) - statistics.median(
         s[1] for s in samples[:5]
     )
     rss = samples[-1][2] - samples[0][2]
     print(
-        f"\n{polls} polls ({hours:.1f} session-hours at 1 s), {calls['select']} folder listings, "
+        f"\n{polls} polls ({hours:.1f} hours at 1 s), {calls['select']} folder listings, "
         f"{sum(ended['results'])} IDLE restarts: {blocks:+.0f} Python blocks, "
         f"RSS {rss / 1024:+.0f} KiB"
     )

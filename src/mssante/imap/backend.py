@@ -47,6 +47,7 @@ from pymap.selected import SelectedMailbox, SelectedSet
 
 from mssante.imap.bus import ChangeBus
 from mssante.imap.search import criterion_of
+from mssante.imap.watch import FolderWatch
 from mssante.ops.folders import (
     DELIMITER,
     INBOX,
@@ -69,8 +70,7 @@ _MODES = {
     FlagOp.DELETE: FlagMode.REMOVE,
     FlagOp.REPLACE: FlagMode.REPLACE,
 }
-_FULL_REFRESH_POLLS = 30  # an IDLE also relists its folder this often (flag changes elsewhere)
-FULL_REFRESH_SECONDS = 30.0  # other commands relist a folder at least this often
+FULL_REFRESH_SECONDS = 30.0  # a folder is relisted at least this often (flag changes elsewhere)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class MailboxRef:
     caller: Caller
     address: str
     bus: ChangeBus
-    poll_interval: float
+    watch: FolderWatch
 
     async def call(self, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``op(caller, address, *args)`` in a worker thread (database and blob I/O)."""
@@ -200,8 +200,8 @@ class FolderData(MailboxDataInterface[StoredMessage]):
         it, a client fetching 10,000 messages one by one made 10,000 listings of 10,000."""
         if wait_on is not None:
             await self._wait_for_change(selected, wait_on)
-        elif self._unchanged_since(selected.mod_sequence):
-            return selected
+        if (wait_on is None or wait_on.is_set()) and self._unchanged_since(selected.mod_sequence):
+            return selected  # not woken by a change (the client ended IDLE), nothing changed
         version = self._ref.bus.version(self._ref.address)  # before: a change meanwhile counts
         with translated(self.name):
             view = await self._ref.call(self._ref.folders.select, self.name)
@@ -219,18 +219,18 @@ class FolderData(MailboxDataInterface[StoredMessage]):
 
     async def _wait_for_change(self, selected: SelectedMailbox, wait_on: Event) -> None:
         """IDLE (RFC 2177): return when the client is done, when this process changed the
-        mailbox (the bus), or when a poll of the database shows another process did."""
-        with self._ref.bus.subscribe(self._ref.address) as changed:
-            either = wait_on.or_event(changed)
-            for _ in range(_FULL_REFRESH_POLLS):
-                if wait_on.is_set() or changed.is_set():
-                    return
-                with translated(self.name):
-                    probe = await self._ref.call(self._ref.folders.probe, self.name)
-                mark = selected.mod_sequence
-                if not isinstance(mark, SyncMark) or probe != mark.probe:
-                    return
-                await either.wait(timeout=self._ref.poll_interval)
+        mailbox (the bus), when the process's poll of the database shows another process did
+        (the watch), or after :data:`FULL_REFRESH_SECONDS` (flags changed elsewhere)."""
+        mark = selected.mod_sequence
+        if not isinstance(mark, SyncMark):
+            return
+        bus, watch = self._ref.bus, self._ref.watch
+        with bus.subscribe(self._ref.address) as changed, watch.waiting(mark.probe) as polled:
+            if mark.version != bus.version(self._ref.address):
+                return  # changed between the listing and the subscription
+            either = wait_on.or_event(changed, polled)  # set only by what is set from now on
+            if not wait_on.is_set():
+                await either.wait(timeout=FULL_REFRESH_SECONDS)
 
     async def append(self, append_msg: AppendMessage, *, recent: bool = False) -> StoredMessage:
         folders = self._ref.folders

@@ -6,9 +6,9 @@ listeners are given), folder operations through ``Folders(notify=…)``. Publish
 thread (the group-commit writer, ``asyncio.to_thread`` workers); the bus hands the news to the
 event loop, which wakes the waiting sessions at once.
 
-Other processes (another node on the same database, the command line): each waiting session
-also polls its folder's UIDNEXT and message count (``imap.poll_interval``, one second by
-default), so their changes show up within that interval.
+Other processes (another node on the same database, the command line): the process polls the
+folders its sessions wait on (:class:`~mssante.imap.watch.FolderWatch`, one query every
+``imap.poll_interval``, one second by default), so their changes show up within that interval.
 """
 
 from __future__ import annotations

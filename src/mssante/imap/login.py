@@ -38,6 +38,7 @@ from mssante.auth.service import AuthProtocol, AuthService
 from mssante.imap.backend import MailboxRef, StoreSession
 from mssante.imap.bus import ChangeBus
 from mssante.imap.mechanisms import ProvenLogin
+from mssante.imap.watch import FolderWatch
 from mssante.ops.folders import AccessDenied, Caller, Folders
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class ImapContext:
     auth: AuthService
     bus: ChangeBus
     audit: AuditFn
-    poll_interval: float
+    watch: FolderWatch  # the process's poll for changes made by other processes
     bearer: BearerValidator | None = None  # set: XOAUTH2 and OAUTHBEARER are offered
     certificates: CertificateLogins | None = None  # set: EXTERNAL is offered
     token_recheck: float = 60.0  # seconds between checks that a session's token still holds
@@ -148,7 +149,7 @@ class StoreIdentity(IdentityInterface):
     @contextlib.asynccontextmanager
     async def new_session(self) -> AsyncIterator[StoreSession]:
         ref = MailboxRef(
-            self._ctx.folders, self.caller, self.address, self._ctx.bus, self._ctx.poll_interval
+            self._ctx.folders, self.caller, self.address, self._ctx.bus, self._ctx.watch
         )
         with self._ctx.bus.watching(self.address):
             yield StoreSession(ref, self._config)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from mssante.imap.bus import ChangeBus, NotifyingMailStore
 from mssante.imap.login import ImapContext
 from mssante.imap.server import Listener, ServerConfig, mechanisms_for
+from mssante.imap.watch import FolderWatch
 from mssante.ops.folders import Folders
 from mssante.smtp.tls import submission_context
 
@@ -34,12 +35,13 @@ async def start_imap(rt: OperatorRuntime) -> None:
         return
     bus = ChangeBus(asyncio.get_running_loop())
     rt.store = NotifyingMailStore(rt.node.db, rt.node.blobs, on_delivered=bus.publish)
+    folders = Folders(rt.node.db, rt.node.blobs, notify=bus.publish)
     ctx = ImapContext(
-        folders=Folders(rt.node.db, rt.node.blobs, notify=bus.publish),
+        folders=folders,
         auth=rt.auth,
         bus=bus,
         audit=rt.audit,
-        poll_interval=settings.poll_interval,
+        watch=FolderWatch(folders.probe_many, settings.poll_interval),
         bearer=rt.bearer,
         certificates=rt.certificates,
         token_recheck=rt.settings.oidc.recheck_seconds,
@@ -65,10 +67,12 @@ async def start_imap(rt: OperatorRuntime) -> None:
                 limit=settings.max_line_bytes,  # a longer command line is refused
             )
         )
-    rt.tasks.append(asyncio.create_task(_serve(servers, listeners), name="imap"))
+    rt.tasks.append(asyncio.create_task(_serve(servers, listeners, ctx.watch), name="imap"))
 
 
-async def _serve(servers: Sequence[asyncio.AbstractServer], listeners: list[Listener]) -> None:
+async def _serve(
+    servers: Sequence[asyncio.AbstractServer], listeners: list[Listener], watch: FolderWatch
+) -> None:
     """Hold the listeners until the operator stops (this task is cancelled): then stop
     accepting, say BYE to the connected clients and wait for them to go."""
     try:
@@ -78,6 +82,7 @@ async def _serve(servers: Sequence[asyncio.AbstractServer], listeners: list[List
             server.close()
         for listener in listeners:
             await listener.close_connections(_SHUTDOWN_GRACE)
+        await watch.close()
         for server in servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()

@@ -181,16 +181,20 @@ class FolderView:
 
     folder: FolderInfo
     entries: tuple[Entry, ...]
+    folder_id: int
 
     @property
     def probe(self) -> Probe:
-        return Probe(self.folder.uid_validity, self.folder.uid_next, len(self.entries))
+        return Probe(
+            self.folder_id, self.folder.uid_validity, self.folder.uid_next, len(self.entries)
+        )
 
 
 @dataclass(frozen=True)
 class Probe:
     """What a cheap poll compares to notice another process's change (new or expunged mail)."""
 
+    folder_id: int  # the folder's row: a folder deleted and made again is another folder
     uid_validity: int
     uid_next: int
     messages: int
@@ -590,7 +594,7 @@ class Folders:
             ).all()
             entries = tuple(_entry(r) for r in rows)
             last = entries[-1].uid if entries else 0
-            return FolderView(_info(target.folder, last), entries)
+            return FolderView(_info(target.folder, last), entries, target.folder.id)
 
     def probe(self, account: Caller, address: str, folder: str) -> Probe:
         """UIDVALIDITY, UIDNEXT and the number of messages: enough to notice another
@@ -601,7 +605,33 @@ class Folders:
                 select(func.count(), func.max(_E.c.uid)).where(_E.c.folder_id == target.folder.id)
             ).one()
             info = _info(target.folder, int(last or 0))
-            return Probe(info.uid_validity, info.uid_next, int(count))
+            return Probe(target.folder.id, info.uid_validity, info.uid_next, int(count))
+
+    def probe_many(self, folder_ids: Collection[int]) -> dict[int, Probe]:
+        """The probes of many folders in one query, by folder id (a folder gone is absent).
+
+        No caller: this serves the IMAP watch (``imap/watch.py``), which only polls folders
+        that sessions selected with their own rights, and only compares counters; a session
+        it wakes relists the folder through :meth:`select`, which checks the rights again."""
+        if not folder_ids:
+            return {}
+        counts = (
+            select(_E.c.folder_id, func.count().label("n"), func.max(_E.c.uid).label("last"))
+            .where(_E.c.folder_id.in_(list(folder_ids)))
+            .group_by(_E.c.folder_id)
+            .subquery()
+        )
+        query = (
+            select(_F.c.id, _F.c.uid_validity, _F.c.uid_next, counts.c.n, counts.c.last)
+            .outerjoin(counts, counts.c.folder_id == _F.c.id)
+            .where(_F.c.id.in_(list(folder_ids)))
+        )
+        with self.db.session() as session:
+            rows = session.execute(query).all()
+        return {
+            r.id: Probe(r.id, r.uid_validity, max(r.uid_next, int(r.last or 0) + 1), int(r.n or 0))
+            for r in rows
+        }
 
     # -- messages ---------------------------------------------------------------------------
     def fetch(self, account: Caller, address: str, folder: str, uids: Uids) -> list[Entry]:
