@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,6 +107,7 @@ class MailboxRef:
     address: str
     bus: ChangeBus
     watch: FolderWatch
+    listings: Listings
 
     async def call(self, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``op(caller, address, *args)`` in a worker thread (database and blob I/O)."""
@@ -121,23 +123,56 @@ def _names(flags: Iterable[Flag]) -> set[str]:
     return {flag.value.decode("ascii") for flag in flags}
 
 
-class StoredMessage(BaseMessage):
-    """A message of a folder; its content is read from the blob store only when a command
-    needs it (FETCH of a body, envelope, size…), and parsed off the event loop."""
+_NO_ID = ObjectId(None)  # pymap makes two per message unless given one; an immutable value
+
+
+class ListedMessage(BaseMessage):
+    """A message as a session's snapshot of its folder holds it: UID, date, flags and size,
+    no content and nothing of the session, so that every session listing the same folder
+    version shares one object per message (:class:`Listings`)."""
+
+    __slots__ = ("__weakref__", "size")
 
     def __init__(
         self,
-        entry: Entry,
-        load: Callable[[int], Any],
+        uid: int,
+        internal_date: datetime,
+        flags: frozenset[Flag],
+        size: int,
         *,
         expunged: bool = False,
     ) -> None:
-        super().__init__(entry.uid, entry.internal_date, _flags(entry.flags), expunged=expunged)
-        self.entry = entry
+        super().__init__(
+            uid, internal_date, flags, email_id=_NO_ID, thread_id=_NO_ID, expunged=expunged
+        )
+        self.size = size
+
+    def as_expunged(self) -> ListedMessage:
+        return ListedMessage(
+            self.uid, self.internal_date, self.permanent_flags, self.size, expunged=True
+        )
+
+    async def load_content(self, requirement: FetchRequirement) -> LoadedMessageInterface:
+        """No content: a FETCH of a body goes through the :class:`StoredMessage` it makes."""
+        return BaseLoadedMessage(self, requirement, None)
+
+
+class StoredMessage(ListedMessage):
+    """A message a command works on; its content is read from the blob store only when the
+    command needs it (FETCH of a body, envelope, size…), and parsed off the event loop."""
+
+    __slots__ = ("_load",)
+
+    def __init__(
+        self, listed: ListedMessage, load: Callable[[int], Any], *, expunged: bool = False
+    ) -> None:
+        super().__init__(
+            listed.uid, listed.internal_date, listed.permanent_flags, listed.size, expunged=expunged
+        )
         self._load = load
 
     def as_expunged(self) -> StoredMessage:
-        return StoredMessage(self.entry, self._load, expunged=True)
+        return StoredMessage(self, self._load, expunged=True)
 
     async def load_content(self, requirement: FetchRequirement) -> LoadedMessageInterface:
         if requirement.has_none(FetchRequirement.CONTENT):
@@ -147,7 +182,48 @@ class StoredMessage(BaseMessage):
         return BaseLoadedMessage(self, requirement, content)
 
 
-class FolderData(MailboxDataInterface[StoredMessage]):
+class Listings:
+    """The messages of the folders this process's sessions have listed, shared: a session's
+    snapshot of a 10,000-message folder was 10,000 objects of its own (about 1.5 KB each with
+    their flags, dates and identifiers); two sessions listing the same folder now point to the
+    same objects, and sets of flags are made once per process.
+
+    A listed message is reused only if its UID, flags, date and size are the same, so sharing
+    never shows a session anything but what its own listing read. Objects no snapshot holds
+    any more leave the map by themselves (weak references)."""
+
+    MAX_FLAG_SETS = 4096  # distinct flag sets kept; beyond, each listing makes its own
+
+    def __init__(self) -> None:
+        self._flag_sets: dict[frozenset[str], frozenset[Flag]] = {}
+        self._messages: weakref.WeakValueDictionary[tuple[int, int], ListedMessage] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def flags(self, names: frozenset[str]) -> frozenset[Flag]:
+        flags = self._flag_sets.get(names)
+        if flags is None:
+            flags = _flags(names)
+            if len(self._flag_sets) < self.MAX_FLAG_SETS:
+                self._flag_sets[names] = flags
+        return flags
+
+    def message(self, folder_id: int, entry: Entry) -> ListedMessage:
+        flags = self.flags(entry.flags)
+        known = self._messages.get((folder_id, entry.uid))
+        if (
+            known is not None
+            and known.permanent_flags is flags
+            and known.internal_date == entry.internal_date
+            and known.size == entry.size
+        ):
+            return known
+        listed = ListedMessage(entry.uid, entry.internal_date, flags, entry.size)
+        self._messages[(folder_id, entry.uid)] = listed
+        return listed
+
+
+class FolderData(MailboxDataInterface[ListedMessage]):
     """One folder of the session's mailbox, as pymap sees a mailbox."""
 
     def __init__(self, ref: MailboxRef, name: str, probe: Probe) -> None:
@@ -179,8 +255,11 @@ class FolderData(MailboxDataInterface[StoredMessage]):
     def selected_set(self) -> SelectedSet:
         return self._selected_set
 
+    def listed(self, entry: Entry) -> ListedMessage:
+        return self._ref.listings.message(self._probe.folder_id, entry)
+
     def message(self, entry: Entry) -> StoredMessage:
-        return StoredMessage(entry, self._body)
+        return StoredMessage(self.listed(entry), self._body)
 
     async def _body(self, uid: int) -> bytes | None:
         with translated(self.name):
@@ -206,7 +285,7 @@ class FolderData(MailboxDataInterface[StoredMessage]):
         with translated(self.name):
             view = await self._ref.call(self._ref.folders.select, self.name)
         selected.mod_sequence = SyncMark(view.probe, version, time.monotonic())
-        selected.set_messages([self.message(e) for e in view.entries])
+        selected.set_messages([self.listed(e) for e in view.entries])
         return selected
 
     def _unchanged_since(self, mark: object) -> bool:
@@ -260,14 +339,14 @@ class FolderData(MailboxDataInterface[StoredMessage]):
             )
         return result.uids[0][1] if result.uids else None
 
-    async def get(self, uid: int, cached_msg: CachedMessage) -> StoredMessage:
+    async def get(self, uid: int, cached_msg: CachedMessage) -> ListedMessage:
         with translated(self.name):
             entries = await self._ref.call(self._ref.folders.fetch, self.name, [uid])
         return self.message(entries[0]) if entries else self.gone(cached_msg)
 
     async def update(
         self, uid: int, cached_msg: CachedMessage, flag_set: frozenset[Flag], mode: FlagOp
-    ) -> StoredMessage:
+    ) -> ListedMessage:
         with translated(self.name):
             entries = await self._ref.call(
                 self._ref.folders.store_flags,
@@ -279,9 +358,9 @@ class FolderData(MailboxDataInterface[StoredMessage]):
         return self.message(entries[0]) if entries else self.gone(cached_msg)
 
     @staticmethod
-    def gone(cached: CachedMessage) -> StoredMessage:
+    def gone(cached: CachedMessage) -> ListedMessage:
         """A message the folder no longer holds, as the session last saw it."""
-        if isinstance(cached, StoredMessage):
+        if isinstance(cached, ListedMessage):
             return cached.as_expunged()
         raise TypeError(cached)
 
@@ -368,7 +447,7 @@ class FolderSet(MailboxSetInterface[FolderData]):
             raise ValueError(after) from None
 
 
-class StoreSession(BaseSession[StoredMessage]):
+class StoreSession(BaseSession[ListedMessage]):
     """One logged-in IMAP session on one mailbox."""
 
     def __init__(self, ref: MailboxRef, config: IMAPConfig) -> None:
@@ -413,7 +492,7 @@ class StoreSession(BaseSession[StoredMessage]):
 
     async def fetch_messages(
         self, selected: SelectedMailbox, sequence_set: SequenceSet, set_seen: bool
-    ) -> tuple[Iterable[tuple[int, StoredMessage]], SelectedMailbox]:
+    ) -> tuple[Iterable[tuple[int, ListedMessage]], SelectedMailbox]:
         """FETCH: one query for the whole set; \\Seen set in the same operation when a body
         is fetched without .PEEK (RFC 9051 §6.4.5)."""
         data = await self._selected_data(selected)
@@ -431,7 +510,7 @@ class StoreSession(BaseSession[StoredMessage]):
 
     async def search_mailbox(
         self, selected: SelectedMailbox, keys: frozenset[SearchKey]
-    ) -> tuple[Iterable[tuple[int, StoredMessage]], SelectedMailbox]:
+    ) -> tuple[Iterable[tuple[int, ListedMessage]], SelectedMailbox]:
         """SEARCH over the messages this session knows (RFC 9051 §6.4.4)."""
         data = await self._selected_data(selected)
         criterion = criterion_of(keys, selected)
@@ -442,7 +521,7 @@ class StoreSession(BaseSession[StoredMessage]):
                 await self._ref.call(self._ref.folders.search, data.name, criterion, uids=span)
             )
         found = [(seq, msg) for seq, msg in known if msg.uid in matched]
-        return _as_stored(found), await data.update_selected(selected)
+        return _as_listed(found), await data.update_selected(selected)
 
     async def update_flags(
         self,
@@ -450,7 +529,7 @@ class StoreSession(BaseSession[StoredMessage]):
         sequence_set: SequenceSet,
         flag_set: frozenset[Flag],
         mode: FlagOp = FlagOp.REPLACE,
-    ) -> tuple[Iterable[tuple[int, StoredMessage]], SelectedMailbox]:
+    ) -> tuple[Iterable[tuple[int, ListedMessage]], SelectedMailbox]:
         """STORE (RFC 9051 §6.4.6): one operation for the whole set; the flags go to
         MailboxEntry.flags, where the webmail reads them."""
         if selected.readonly:
@@ -511,7 +590,7 @@ class StoreSession(BaseSession[StoredMessage]):
 
 def _pair(
     data: FolderData, pairs: Sequence[tuple[int, CachedMessage]], entries: Sequence[Entry]
-) -> list[tuple[int, StoredMessage]]:
+) -> list[tuple[int, ListedMessage]]:
     """(sequence number, message) with fresh entries; those gone meanwhile marked expunged."""
     fresh = {entry.uid: entry for entry in entries}
     result = []
@@ -521,5 +600,5 @@ def _pair(
     return result
 
 
-def _as_stored(found: Sequence[tuple[int, CachedMessage]]) -> list[tuple[int, StoredMessage]]:
-    return [(seq, msg) for seq, msg in found if isinstance(msg, StoredMessage)]
+def _as_listed(found: Sequence[tuple[int, CachedMessage]]) -> list[tuple[int, ListedMessage]]:
+    return [(seq, msg) for seq, msg in found if isinstance(msg, ListedMessage)]

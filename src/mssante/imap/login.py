@@ -35,7 +35,7 @@ from pysasl.creds.server import ServerCredentials
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth.bearer import BearerValidator
 from mssante.auth.service import AuthProtocol, AuthService
-from mssante.imap.backend import MailboxRef, StoreSession
+from mssante.imap.backend import Listings, MailboxRef, StoreSession
 from mssante.imap.bus import ChangeBus
 from mssante.imap.mechanisms import ProvenLogin
 from mssante.imap.watch import FolderWatch
@@ -56,6 +56,7 @@ class ImapContext:
     bus: ChangeBus
     audit: AuditFn
     watch: FolderWatch  # the process's poll for changes made by other processes
+    listings: Listings  # the messages of listed folders, shared by the sessions
     bearer: BearerValidator | None = None  # set: XOAUTH2 and OAUTHBEARER are offered
     certificates: CertificateLogins | None = None  # set: EXTERNAL is offered
     token_recheck: float = 60.0  # seconds between checks that a session's token still holds
@@ -149,7 +150,12 @@ class StoreIdentity(IdentityInterface):
     @contextlib.asynccontextmanager
     async def new_session(self) -> AsyncIterator[StoreSession]:
         ref = MailboxRef(
-            self._ctx.folders, self.caller, self.address, self._ctx.bus, self._ctx.watch
+            self._ctx.folders,
+            self.caller,
+            self.address,
+            self._ctx.bus,
+            self._ctx.watch,
+            self._ctx.listings,
         )
         with self._ctx.bus.watching(self.address):
             yield StoreSession(ref, self._config)

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from mssante.imap.backend import Listings
 from mssante.imap.bus import ChangeBus, NotifyingMailStore
 from mssante.imap.login import ImapContext
 from mssante.imap.server import Listener, ServerConfig, mechanisms_for
@@ -42,6 +43,7 @@ async def start_imap(rt: OperatorRuntime) -> None:
         bus=bus,
         audit=rt.audit,
         watch=FolderWatch(folders.probe_many, settings.poll_interval),
+        listings=Listings(),
         bearer=rt.bearer,
         certificates=rt.certificates,
         token_recheck=rt.settings.oidc.recheck_seconds,
