@@ -47,6 +47,11 @@ class FolderWatch:
         self.polls = 0  # polls made since start (for tests and diagnostics)
         self._log = get_logger("mssante.imap.watch")
 
+    @property
+    def interval(self) -> float:
+        """Seconds between polls: how late another process's change may be seen."""
+        return self._interval
+
     @contextlib.contextmanager
     def waiting(self, seen: Probe) -> Iterator[Event]:
         """An event set when a poll finds the folder of ``seen`` different from ``seen``
