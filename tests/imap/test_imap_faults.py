@@ -17,6 +17,7 @@ import json
 import os
 import statistics
 import sys
+import time
 import tracemalloc
 from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
@@ -25,8 +26,11 @@ from typing import Any
 
 import pytest
 from imap_fixtures import MARTIN, PASSWORD, Operator, Trust, message, running_operator
+from sqlalchemy import select
 
-from mssante.ops.folders import Folders
+from mssante.imap import backend
+from mssante.ops.folders import Caller, FlagMode, Folders
+from mssante.store.models import Account
 
 # The child process. Warm-up first (the server's first TLS handshake, login, SELECT, IDLE, DONE
 # and LOGOUT fill caches once), then on "go" N sessions log in and SELECT INBOX, and all start
@@ -326,3 +330,78 @@ async def test_idle_for_hours_of_polls_does_not_grow(
     assert blocks < polls / 4
     # Large buffers are not blocks: the RSS must not grow by 1 KiB a poll either.
     assert rss < polls * 1024
+
+
+async def test_idle_sessions_share_one_poll_and_one_periodic_listing(
+    trust: Trust, tmp_path: Path, b_database: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty sessions idling on one folder: the process polls the database once per
+    imap.poll_interval for all of them (one folder in one query), never once per session; and
+    when their listings are due again (FULL_REFRESH_SECONDS, shortened here) one session lists
+    the folder and the others adopt that listing. Per session, 20 sessions made 20 probes an
+    interval and 20 listings a period. A flag set by another process (no bus) still reaches
+    an idling client through the periodic listing."""
+    count, poll, period, window = 20, 0.05, 0.5, 3.0
+    _cheap_logins(monkeypatch)
+    monkeypatch.setattr(backend, "FULL_REFRESH_SECONDS", period)
+    calls: dict[str, list[int]] = {"probe": [], "probe_many": [], "select": []}
+
+    def counting(name: str) -> Callable[..., Any]:
+        original = getattr(Folders, name)
+
+        def counted(self: Folders, *args: Any, **kwargs: Any) -> Any:
+            calls[name].append(len(args[0]) if name == "probe_many" else 1)
+            return original(self, *args, **kwargs)
+
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(Folders, name, counting(name))
+    async with running_operator(trust, tmp_path / "b", b_database, poll_interval=poll) as op:
+        await asyncio.to_thread(op.deliver, message("Compte rendu"))
+        clients = await Clients.start(op, count, "cycle", cycle=600)
+        try:
+            await clients.next("warm")
+            clients.tell()
+            await clients.next("idling")
+            await asyncio.sleep(1.0)  # every session in its IDLE loop
+            for seen in calls.values():
+                seen.clear()
+            await asyncio.sleep(window)
+            during = {name: list(seen) for name, seen in calls.items()}
+            flagged = await asyncio.to_thread(_flag_elsewhere_and_wait, op, period)
+            clients.tell()
+            await clients.next("ended")
+        finally:
+            await clients.stop()
+    polls, listings = during["probe_many"], len(during["select"])
+    print(f"\n{count} sessions, {window} s: {len(polls)} polls, {listings} listings")
+    assert during["probe"] == []  # no session polls on its own
+    assert polls and set(polls) == {1}  # one folder per poll, all sessions waiting on it
+    assert len(polls) <= window / poll + 2
+    # Per session: count * window / period = 120 listings. Shared: one to three a period (a
+    # session holding the newest listing when its turn comes lists again); 11-17 measured.
+    assert listings <= count * window / period / 3, listings
+    assert flagged, "a flag set by another process never reached the idling client"
+
+
+def _flag_elsewhere_and_wait(op: Operator, period: float) -> bool:
+    """Flag the message \\Flagged from another process's point of view (folder operations
+    that publish nothing on this process's bus) while one more client idles: True if that
+    client receives the FETCH FLAGS within a few periods."""
+    with op.client() as client:
+        client.select_folder("INBOX")
+        client.idle()
+        elsewhere = Folders(op.rt.node.db, op.rt.node.blobs)
+        with op.rt.node.db.session() as session:
+            account = session.execute(select(Account).where(Account.login == MARTIN)).scalar_one()
+            caller = Caller(account.id, account.login)
+        elsewhere.store_flags(caller, MARTIN, "INBOX", [1], flags=["\\Flagged"], mode=FlagMode.ADD)
+        deadline = time.monotonic() + 4 * period + 2
+        while time.monotonic() < deadline:
+            for response in client.idle_check(timeout=deadline - time.monotonic()):
+                if b"\\Flagged" in repr(response).encode():
+                    client.idle_done()
+                    return True
+        client.idle_done()
+        return False

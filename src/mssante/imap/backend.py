@@ -74,13 +74,15 @@ _MODES = {
 FULL_REFRESH_SECONDS = 30.0  # a folder is relisted at least this often (flag changes elsewhere)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
 class SyncMark:
-    """What a session's last listing of its folder saw (kept as pymap's ``mod_sequence``)."""
+    """A listing of a folder: what a session last saw (kept as pymap's ``mod_sequence``),
+    and what other sessions of the same folder may adopt (:meth:`Listings.latest`)."""
 
     probe: Probe  # UIDVALIDITY, UIDNEXT, message count
     version: int  # the bus's count of this process's changes to the mailbox, then
     listed_at: float  # time.monotonic() of the listing
+    messages: tuple[ListedMessage, ...] = ()
 
 
 @contextlib.contextmanager
@@ -199,6 +201,16 @@ class Listings:
         self._messages: weakref.WeakValueDictionary[tuple[int, int], ListedMessage] = (
             weakref.WeakValueDictionary()
         )
+        self._latest: weakref.WeakValueDictionary[int, SyncMark] = weakref.WeakValueDictionary()
+
+    def latest(self, folder_id: int) -> SyncMark | None:
+        """The newest listing of the folder that a session still holds."""
+        return self._latest.get(folder_id)
+
+    def remember(self, mark: SyncMark) -> None:
+        known = self._latest.get(mark.probe.folder_id)
+        if known is None or known.listed_at < mark.listed_at:
+            self._latest[mark.probe.folder_id] = mark
 
     def flags(self, names: frozenset[str]) -> frozenset[Flag]:
         flags = self._flag_sets.get(names)
@@ -277,16 +289,33 @@ class FolderData(MailboxDataInterface[ListedMessage]):
         of the mailbox (its own commands, SMTP deliveries: the bus), and the listing is less
         than :data:`FULL_REFRESH_SECONDS` old (flag changes made by another process). Without
         it, a client fetching 10,000 messages one by one made 10,000 listings of 10,000."""
-        if wait_on is not None:
-            await self._wait_for_change(selected, wait_on)
-        if (wait_on is None or wait_on.is_set()) and self._unchanged_since(selected.mod_sequence):
-            return selected  # not woken by a change (the client ended IDLE), nothing changed
+        woken = wait_on is not None and await self._wait_for_change(selected, wait_on)
+        if not woken and self._unchanged_since(selected.mod_sequence):
+            return selected  # nothing changed (and the client ended IDLE, if it was in one)
         version = self._ref.bus.version(self._ref.address)  # before: a change meanwhile counts
-        with translated(self.name):
-            view = await self._ref.call(self._ref.folders.select, self.name)
-        selected.mod_sequence = SyncMark(view.probe, version, time.monotonic())
-        selected.set_messages([self.listed(e) for e in view.entries])
+        shared = None if woken or wait_on is None else self._newer_listing(selected, version)
+        if shared is None:
+            with translated(self.name):
+                view = await self._ref.call(self._ref.folders.select, self.name)
+            listed = tuple(self.listed(e) for e in view.entries)
+            shared = SyncMark(view.probe, version, time.monotonic(), listed)
+            self._ref.listings.remember(shared)
+        selected.mod_sequence = shared
+        selected.set_messages(shared.messages)
         return selected
+
+    def _newer_listing(self, selected: SelectedMailbox, version: int) -> SyncMark | None:
+        """After :data:`FULL_REFRESH_SECONDS` in IDLE with no change seen (the watch polls
+        the probe every second): a listing of the folder made since ours by another session
+        of this process, with no change published since, is as good as a new one. 2,000
+        sessions idling on one folder made 2,000 listings every 30 s; now a few."""
+        mark, shared = selected.mod_sequence, self._ref.listings.latest(self._probe.folder_id)
+        if not isinstance(mark, SyncMark) or shared is None:
+            return None
+        fresh = time.monotonic() - shared.listed_at < FULL_REFRESH_SECONDS
+        if fresh and shared.version == version and shared.listed_at > mark.listed_at:
+            return shared
+        return None
 
     def _unchanged_since(self, mark: object) -> bool:
         return (
@@ -296,20 +325,22 @@ class FolderData(MailboxDataInterface[ListedMessage]):
             and time.monotonic() - mark.listed_at < FULL_REFRESH_SECONDS
         )
 
-    async def _wait_for_change(self, selected: SelectedMailbox, wait_on: Event) -> None:
+    async def _wait_for_change(self, selected: SelectedMailbox, wait_on: Event) -> bool:
         """IDLE (RFC 2177): return when the client is done, when this process changed the
         mailbox (the bus), when the process's poll of the database shows another process did
-        (the watch), or after :data:`FULL_REFRESH_SECONDS` (flags changed elsewhere)."""
+        (the watch), or after :data:`FULL_REFRESH_SECONDS` (flags changed elsewhere). True:
+        a change woke it."""
         mark = selected.mod_sequence
         if not isinstance(mark, SyncMark):
-            return
+            return True
         bus, watch = self._ref.bus, self._ref.watch
         with bus.subscribe(self._ref.address) as changed, watch.waiting(mark.probe) as polled:
             if mark.version != bus.version(self._ref.address):
-                return  # changed between the listing and the subscription
+                return True  # changed between the listing and the subscription
             either = wait_on.or_event(changed, polled)  # set only by what is set from now on
             if not wait_on.is_set():
                 await either.wait(timeout=FULL_REFRESH_SECONDS)
+            return changed.is_set() or polled.is_set()
 
     async def append(self, append_msg: AppendMessage, *, recent: bool = False) -> StoredMessage:
         folders = self._ref.folders
@@ -492,6 +523,20 @@ class StoreSession(BaseSession[ListedMessage]):
         assert isinstance(data, FolderData)
         self._kept = _Kept(name, data, version, time.monotonic())
         return data
+
+    async def check_mailbox(
+        self,
+        selected: SelectedMailbox,
+        *,
+        wait_on: Event | None = None,
+        housekeeping: bool = False,
+    ) -> SelectedMailbox:
+        """In IDLE (``wait_on``), each turn of the wait uses the folder as last probed,
+        whatever its age: the bus and the watch report the changes. Else as pymap does."""
+        kept = self._kept
+        if wait_on is not None and kept is not None and kept.name == selected.lookup:
+            return await kept.data.update_selected(selected, wait_on=wait_on)
+        return await super().check_mailbox(selected, wait_on=wait_on, housekeeping=housekeeping)
 
     async def _selected_data(self, selected: SelectedMailbox) -> FolderData:
         data = await self._get_selected(selected)
