@@ -225,7 +225,7 @@ class Listings:
         known = self._messages.get((folder_id, entry.uid))
         if (
             known is not None
-            and known.permanent_flags is flags
+            and known.permanent_flags == flags  # not "is": pymap copies an empty set
             and known.internal_date == entry.internal_date
             and known.size == entry.size
         ):
