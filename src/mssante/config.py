@@ -429,6 +429,19 @@ class DirectorySettings(BaseModel):
         ge=1024,
         description="Operator: a downloaded extraction larger than this is refused",
     )
+    refresh_seconds: float = Field(
+        86_400,
+        gt=0,
+        description="Operator: seconds between two downloads of the extraction by the running "
+        "operator (the authority answers 304 when nothing changed); 0 is refused, an empty "
+        "extraction_url turns the copy off",
+    )
+    retry_seconds: float = Field(
+        900,
+        gt=0,
+        description="Operator: seconds before trying again after a failed download or import "
+        "(the copy in force is kept meanwhile)",
+    )
 
 
 class PublicationSettings(BaseModel):

@@ -137,6 +137,11 @@ class DemoLayout:
         return f"https://localhost:{self.authority_port}/{LIST_NAME}"
 
     @property
+    def extraction_url(self) -> str:
+        """The authority's current extraction: operators keep their copy from it."""
+        return f"https://localhost:{self.authority_port}/directory/extraction"
+
+    @property
     def fhir_url(self) -> str:
         """The authority's FHIR base: operators PATCH their mailboxes there."""
         return f"https://localhost:{self.authority_port}/fhir"
@@ -294,6 +299,13 @@ def _write_operator(
             "poll_seconds": 1.0,
             "retry_schedule": [1, 2, 5, 15, 60],
         },
+        # The operator's copy of the national directory, searched by its users; refreshed
+        # often in the demo so that publications show up in a few seconds (a day by default).
+        "directory": {
+            "extraction_url": layout.extraction_url,
+            "refresh_seconds": 5.0,
+            "retry_seconds": 2.0,
+        },
         "operator": {
             "name": op.organisation,
             "structure_id": op.structure_id,
@@ -325,6 +337,7 @@ def _write_operator(
         "certificate_dn": _dn(op),
         "certificate": str(cert.cert),
         "endpoints": {k: f"127.0.0.1:{v}" for k, v in ports.items()},
+        "directory_search": f"https://127.0.0.1:{ports['web']}/directory/search",
         "accounts": [],
     }
 

@@ -3,6 +3,7 @@ HTTPS (certificate checked), imports it, and the next round costs one 304."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import threading
@@ -18,14 +19,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from dirhelpers import node_settings, org, person, write_extraction
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from mssante.audit.log import iter_entries
 from mssante.config import PkiSettings
 from mssante.directory.api import directory_router
+from mssante.directory.export import export_format
 from mssante.directory.fetch import FetchError, fetch_and_import
 from mssante.directory.importer import import_extraction
 from mssante.directory.search import DirectorySearch
+from mssante.operator.directory_sync import DirectorySync
 from mssante.runtime import Node, open_node
+from mssante.store.models import DirectoryPublication, MailboxType
 
 LINES = [
     person("helene.lefevre@ch-lyon.mssante.fr", "LEFÈVRE", "Hélène"),
@@ -134,3 +139,68 @@ def test_a_server_the_anchors_do_not_vouch_for_is_refused(
         assert [e.event for e in iter_entries(node.db)] == ["directory.fetch_failed"]
     finally:
         node.close()
+
+
+async def test_the_operator_worker_keeps_its_copy_through_an_outage_and_catches_up(
+    authority: tuple[str, Path, Node], tmp_path: Path
+) -> None:
+    """The running operator's worker (DirectorySync): a round at start; the authority away,
+    a failed round keeps the copy in force and tries again after retry_seconds, not a day
+    later; back, the next round brings the change."""
+    url, anchor, authority_node = authority
+    node = operator_node(tmp_path, url, anchor)
+    node.settings.directory.refresh_seconds = 0.3
+    node.settings.directory.retry_seconds = 0.1
+    sync = DirectorySync(node)
+    search = DirectorySearch(node.db, node.settings.directory)
+    try:
+        assert await sync.refresh_once() is not None
+        assert [r.address for r in search.search("lefev")] == ["helene.lefevre@ch-lyon.mssante.fr"]
+        node.settings.directory.extraction_url = url.replace("/directory/", "/nowhere/")
+        assert await sync.refresh_once() is None  # a 404: logged, audited, copy kept
+        assert [r.address for r in search.search("lefev")] == ["helene.lefevre@ch-lyon.mssante.fr"]
+        node.settings.directory.extraction_url = url
+        lines = [*LINES, person("paul.durand@cabinet.mssante.fr", "DURAND", "Paul")]
+        import_extraction(
+            authority_node.db,
+            write_extraction(tmp_path / "tomorrow.txt", lines),
+            authority_node.settings.directory,
+            actor="t",
+        )
+        stop = asyncio.Event()
+        worker = asyncio.create_task(sync.run(stop))
+        deadline = time.monotonic() + 10
+        while not search.search("durand") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(worker, 5)
+        assert [r.address for r in search.search("durand")] == ["paul.durand@cabinet.mssante.fr"]
+        events = [e.event for e in iter_entries(node.db)]
+        assert events[:3] == ["directory.fetched", "directory.imported", "directory.fetch_failed"]
+    finally:
+        node.close()
+
+
+def test_the_extraction_etag_changes_with_a_publication(
+    authority: tuple[str, Path, Node],
+) -> None:
+    """Operators download conditionally: a mailbox published (or changed, or deleted) by an
+    operator changes the file, so it must change the ETag, not only the agency's next file."""
+    _, _, node = authority
+    before = export_format(node.db).version
+    with node.db.session() as session:
+        session.add(
+            DirectoryPublication(
+                address="helene.lefevre@ch-lyon.mssante.fr",
+                resource="Practitioner",
+                identifier="810001234565",
+                bal_type=MailboxType.PER,
+                operator="CH Lyon",
+            )
+        )
+    published = export_format(node.db).version
+    with node.db.session() as session:
+        row = session.execute(select(DirectoryPublication)).scalar_one()
+        row.deleted_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    deleted = export_format(node.db).version
+    assert len({before, published, deleted}) == 3

@@ -1,7 +1,9 @@
 """End to end: the demo's trust space running, each operator publishes its mailboxes to the
 authority's directory by FHIR PATCH over mutual TLS (its outbox worker, at start); a search at
-the authority, from the other operator, finds them; a mailbox put on liste rouge at its
-operator disappears from the directory's search and extraction (docs/publication.md)."""
+the authority, from the other operator, finds them, and so does a search of the other
+operator's own copy of the directory (downloaded from the authority); a mailbox put on liste
+rouge at its operator disappears from the directory's search and extraction, and from the
+copies (docs/publication.md, docs/directory.md)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,15 @@ def _search(http: httpx.Client, info: dict[str, Any], q: str) -> list[str]:
     return [r["address"] for r in answer.json()["results"]]
 
 
+def _search_locally(info: dict[str, Any], op: dict[str, Any], q: str) -> list[str]:
+    """The operator's own copy of the directory, as its users' type-ahead asks it."""
+    ctx = ssl.create_default_context(cafile=info["pki"]["trust_anchors"][0])
+    ctx.check_hostname = False  # 127.0.0.1; the operator's certificate names smtp.<domain>
+    answer = httpx.get(op["directory_search"], params={"q": q}, verify=ctx, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return [r["address"] for r in answer.json()["results"]]
+
+
 def _until(check: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -67,6 +78,9 @@ def test_operators_publish_and_liste_rouge_hides(trust_space: Space) -> None:
     with _as_operator(info, sud) as from_sud, _as_operator(info, nord) as from_nord:
         _until(lambda: _search(from_sud, info, "helene martin") == [martin], "Martin published")
         _until(lambda: _search(from_nord, info, "paul durand") == [durand], "Durand published")
+        # Each operator's copy (downloaded from the authority: operator/directory_sync.py)
+        _until(lambda: _search_locally(info, sud, "helene martin") == [martin], "Sud's copy")
+        _until(lambda: _search_locally(info, nord, "paul durand") == [durand], "Nord's copy")
         for op in (nord, sud):
             counts = _outbox(op)["counts"]
             assert counts == {"pending": 0, "sent": len(op["accounts"]), "failed": 0}
@@ -77,6 +91,7 @@ def test_operators_publish_and_liste_rouge_hides(trust_space: Space) -> None:
         finally:
             node.close()
         _until(lambda: _search(from_sud, info, "martin") == [], "Martin hidden")
+        _until(lambda: _search_locally(info, sud, "martin") == [], "Martin gone from Sud's copy")
         extraction = from_sud.get(f"https://{info['authority']['https']}/directory/extraction")
         assert extraction.status_code == 200
         assert martin not in extraction.text

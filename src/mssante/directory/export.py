@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
 from mssante.directory.extraction import HEADER, ExtractionWriter, extraction_file_name
 from mssante.store.db import Database
-from mssante.store.models import DirectoryImport
+from mssante.store.models import DirectoryImport, DirectoryPublication
 
 _BATCH = 5000
 _LINES = "SELECT raw FROM directory_entries WHERE liste_rouge = FALSE ORDER BY ordinal, id"
@@ -49,18 +49,40 @@ class ExportSummary:
 
 
 def export_format(db: Database) -> ExportFormat:
+    """How to write the file, and its version: the last import and the operators'
+    publications since (each changes the file: operators fetching it conditionally must see
+    a new ETag after a publication, not only after the agency's next file)."""
     with db.session() as session:
         last = session.execute(
             select(DirectoryImport).order_by(DirectoryImport.id.desc()).limit(1)
         ).scalar_one_or_none()
+        published = session.execute(
+            select(
+                func.count(),
+                func.max(DirectoryPublication.updated_at),
+                func.max(DirectoryPublication.deleted_at),
+            )
+        ).one()
+    changes = _publications_mark(*published)
     if last is None:
-        return ExportFormat(file_name=extraction_file_name(datetime.now(UTC)))
+        version = "empty" if changes is None else f"p{changes}"
+        return ExportFormat(version=version, file_name=extraction_file_name(datetime.now(UTC)))
+    version = f"{last.id}-{last.sha256[:16]}" + ("" if changes is None else f"-p{changes}")
     return ExportFormat(
         newline=last.newline,
         bom=last.bom,
-        version=f"{last.id}-{last.sha256[:16]}",
+        version=version,
         file_name=extraction_file_name(last.finished_at),
     )
+
+
+def _publications_mark(
+    count: int, updated: datetime | None, deleted: datetime | None
+) -> str | None:
+    if not count:
+        return None
+    stamps = [int(t.timestamp() * 1_000_000) for t in (updated, deleted) if t is not None]
+    return f"{count}.{max(stamps, default=0)}"
 
 
 def published_lines(db: Database) -> Iterator[str]:

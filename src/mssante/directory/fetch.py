@@ -4,8 +4,8 @@ and import it with the same importer as the authority (docs/directory.md, "Opera
 Over HTTPS only, the server's certificate checked against ``pki.trust_anchors``; streamed to a
 temporary file under ``data_dir/directory`` (never held in memory), bounded by
 ``directory.max_extraction_bytes``; conditional on the last download's ``ETag``, so an
-unchanged directory costs one request. The daily schedule belongs to the operator runtime (not
-wired yet: see docs/directory.md); ``mssante directory fetch`` runs one round.
+unchanged directory costs one request. The running operator does a round a day
+(``operator/directory_sync.py``); ``mssante directory fetch`` runs one round now.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Stages of start-up: open the node (database migrated, blobs, audit) → trust material (anchors,
 CRLs, the last good whitelist) → the shared services (mail store, accounts, group commit, queue)
-→ listeners (inbound SMTP, submission 587 and 465) → workers (whitelist refresh, delivery,
-directory publication).
+→ listeners (inbound SMTP, submission 587 and 465, IMAP, HTTPS) → workers (whitelist refresh,
+delivery, directory publication, the directory's local copy).
 Stopping closes the listeners first, lets sessions finish, then stops the workers.
 """
 
@@ -21,6 +21,7 @@ from mssante.auth.service import AuthService
 from mssante.config import Settings
 from mssante.imap import start_imap
 from mssante.logging import get_logger
+from mssante.operator.directory_sync import DirectorySync
 from mssante.operator.publisher import DirectoryPublisher
 from mssante.operator.web import WebListener, start_web
 from mssante.operator.whitelist_sync import WhitelistSync
@@ -47,6 +48,7 @@ class OperatorRuntime:
     delivery: DeliveryService
     auth: AuthService
     publisher: DirectoryPublisher | None = None  # the directory's outbox (docs/publication.md)
+    directory: DirectorySync | None = None  # the local copy of the national directory
     bearer: BearerValidator | None = None
     certificates: CertificateLogins | None = None  # SASL EXTERNAL (submission, IMAP)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,6 +90,7 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         delivery=delivery,
         auth=AuthService(node.db, settings, node.audit),
         publisher=DirectoryPublisher(settings, node.db),
+        directory=DirectorySync(node),
         bearer=BearerValidator.from_settings(settings, node.db, node.audit)
         if settings.oidc.issuer
         else None,
@@ -183,13 +186,15 @@ async def run_operator(
 async def _start(rt: OperatorRuntime, stop: asyncio.Event) -> None:
     set_tls_read_buffer(rt.settings.tls.read_buffer_bytes)
     await start_listeners(rt)
-    rt.web = await start_web(rt.settings)
+    rt.web = await start_web(rt.settings, rt.node.db)
     workers: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
         rt.sync.run,
         rt.delivery.run,
     ]
     if rt.publisher is not None:
         workers.append(rt.publisher.run)
+    if rt.directory is not None:
+        workers.append(rt.directory.run)
     rt.tasks += [asyncio.create_task(w(stop)) for w in workers]
 
 

@@ -1,4 +1,6 @@
-"""The operator's HTTPS listener: mail-client autoconfiguration today, the webmail later.
+"""The operator's HTTPS listener: mail-client autoconfiguration, the search of the operator's
+copy of the national directory (``/directory/search``, ``/fhir/Practitioner``… as the
+authority serves them: docs/directory.md), the webmail later.
 
 Served by uvicorn inside the operator's event loop. ``Server._serve`` is called rather than
 ``serve`` because ``serve`` takes over SIGINT and SIGTERM, which belong to the runtime
@@ -12,10 +14,13 @@ import contextlib
 from dataclasses import dataclass
 
 import uvicorn
+from fastapi import FastAPI
 
 from mssante.autoconfig import create_autoconfig_app
 from mssante.config import Settings
+from mssante.directory.api import directory_router
 from mssante.smtp.tls import submission_context
+from mssante.store.db import Database
 
 STOP_GRACE = 5.0
 
@@ -31,12 +36,20 @@ class WebListener:
             await asyncio.wait_for(self.task, STOP_GRACE)
 
 
-async def start_web(settings: Settings) -> WebListener | None:
+def create_operator_app(settings: Settings, db: Database) -> FastAPI:
+    """The directory's routes first; everything else goes to the autoconfig app."""
+    app = FastAPI(title="mssante operator", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(directory_router(db, settings.directory))
+    app.mount("/", create_autoconfig_app(settings))
+    return app
+
+
+async def start_web(settings: Settings, db: Database) -> WebListener | None:
     web = settings.web
     if not web.port or not settings.tls.certificate or not settings.tls.key:
         return None
     config = uvicorn.Config(
-        create_autoconfig_app(settings),
+        create_operator_app(settings, db),
         host=web.listen_host,
         port=web.port,
         log_config=None,
