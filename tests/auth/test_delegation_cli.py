@@ -13,13 +13,19 @@ from auth_helpers import LOGIN, make_person
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from mssante.auth.service import password_hasher
 from mssante.cli.main import cli
 from mssante.config import AuthSettings
 from mssante.ops.folders import Caller, Right, may_access
 from mssante.store.db import Database, open_database
-from mssante.store.models import AccessRight, Mailbox, MailboxAccess, MailboxType
+from mssante.store.models import (
+    AccessRight,
+    Mailbox,
+    MailboxAccess,
+    MailboxType,
+)
 from support import is_postgres
 
 ORG = "accueil@hopital-nord.mssante.test"
@@ -120,3 +126,36 @@ def test_may_access_follows_owner_and_active_grants(
     active = any(a == 1 and (e is None or e > _NOW) and (r is None) for a, _, e, r in grants)
     expected = not closed and (owner == 1 or (active and right is not Right.MANAGE))
     assert may_access(caller, box, right, now=_NOW) is expected
+
+
+def test_liste_rouge_and_close_from_the_command_line(node: tuple[Path, Database]) -> None:
+    """`mailbox liste-rouge` and `mailbox close` change the mailbox (the directory's outbox
+    takes it from there: tests/directory/test_publication_outbox.py); a repeated change says
+    so, and an unknown or closed mailbox is refused with a clear message."""
+    config, db = node
+
+    def mailbox() -> Mailbox:
+        with db.session() as session:
+            found = session.execute(select(Mailbox).where(Mailbox.address == LOGIN)).scalar_one()
+            session.expunge(found)
+            return found
+
+    code, out = _run(config, "liste-rouge", LOGIN)
+    assert code == 0 and "is now on liste rouge" in out, out
+    assert mailbox().liste_rouge
+    code, out = _run(config, "liste-rouge", LOGIN)
+    assert code == 0 and "was already on liste rouge" in out, out
+    code, out = _run(config, "liste-rouge", LOGIN, "--off")
+    assert code == 0 and "is now off liste rouge" in out, out
+    assert not mailbox().liste_rouge
+    code, out = _run(config, "liste-rouge", "personne@hopital-nord.mssante.test")
+    assert code != 0 and "no mailbox personne@hopital-nord.mssante.test" in out, out
+
+    code, out = _run(config, "close", LOGIN)  # asks; no answer on stdin: nothing closed
+    assert code != 0 and "Aborted" in out, out
+    assert mailbox().closed_at is None
+    code, out = _run(config, "close", LOGIN, "--yes")
+    assert code == 0 and "closed" in out, out
+    assert mailbox().closed_at is not None
+    code, out = _run(config, "close", LOGIN, "--yes")
+    assert code != 0 and "is closed" in out, out

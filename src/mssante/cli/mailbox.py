@@ -17,7 +17,7 @@ from mssante.cli.common import (
     print_json,
     settings_from,
 )
-from mssante.ops.accounts import Actor
+from mssante.ops.accounts import Accounts, Actor
 from mssante.ops.delegation import AccessUse, Delegations, Member
 from mssante.runtime import open_node
 from mssante.store.models import AccessRight
@@ -157,3 +157,42 @@ def access_log(config_path: Path | None, as_json: bool, address: str) -> None:
         return
     for u in uses:
         click.echo(f"{u.at.isoformat()}\t{u.event}\t{u.actor}")
+
+
+def _run_accounts(config_path: Path | None, work: Callable[[Accounts], Any]) -> Any:
+    node = open_node(settings_from(config_path))
+    try:
+        return work(Accounts(node.db))
+    finally:
+        node.close()
+
+
+@group.command(name="liste-rouge")
+@config_option
+@click.argument("address")
+@click.option(
+    "--off", "off", is_flag=True, help="Take the mailbox off liste rouge (published again)."
+)
+@friendly_errors
+def liste_rouge(config_path: Path | None, address: str, off: bool) -> None:
+    """Put the mailbox ADDRESS on liste rouge: not published in the national directory (its
+    entry is withdrawn from search and from the extraction), still reachable by mail. The
+    change goes to the authority by the directory publication (docs/publication.md)."""
+    changed = _run_accounts(config_path, lambda a: a.set_liste_rouge(address, not off, _actor()))
+    state = "off liste rouge (published)" if off else "on liste rouge (not published)"
+    click.echo(f"{address.lower()} {'is now' if changed else 'was already'} {state}")
+
+
+@group.command(name="close")
+@config_option
+@click.argument("address")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@friendly_errors
+def close(config_path: Path | None, address: str, yes: bool) -> None:
+    """Close the mailbox ADDRESS: no one can log in to it or send as it any more, its entry
+    leaves the national directory, and its address is never given to anyone else. Its mail
+    is kept."""
+    if not yes:
+        click.confirm(f"Close {address.lower()} for good?", abort=True)
+    _run_accounts(config_path, lambda a: a.close_mailbox(address, _actor()))
+    click.echo(f"{address.lower()} closed; its directory entry is being withdrawn")
