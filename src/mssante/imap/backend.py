@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -42,7 +42,13 @@ from pymap.message import BaseLoadedMessage, BaseMessage
 from pymap.mime import MessageContent
 from pymap.parsing.message import AppendMessage
 from pymap.parsing.response.code import CopyUid
-from pymap.parsing.specials import FetchRequirement, ObjectId, SearchKey, SequenceSet
+from pymap.parsing.specials import (
+    FetchAttribute,
+    FetchRequirement,
+    ObjectId,
+    SearchKey,
+    SequenceSet,
+)
 from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.selected import SelectedMailbox, SelectedSet
 
@@ -159,29 +165,62 @@ class ListedMessage(BaseMessage):
         return BaseLoadedMessage(self, requirement, None)
 
 
-class StoredMessage(ListedMessage):
-    """A message a command works on; its content is read from the blob store only when the
-    command needs it (FETCH of a body, envelope, size…), and parsed off the event loop."""
+class _Unloaded:
+    """The content was not read with the message (a sentinel: None means "no content")."""
 
-    __slots__ = ("_load",)
+
+UNLOADED = _Unloaded()
+
+
+class StoredMessage(ListedMessage):
+    """A message a FETCH works on. Its content comes with it when the command's data was read
+    in one operation (:meth:`StoreSession.fetch_messages`), else is read from the blob store
+    when pymap asks, and parsed off the event loop. When the command wants no content
+    (``wanted``: RFC822.SIZE alone is answered from the stored size), none is read."""
+
+    __slots__ = ("_content", "_load", "_wanted")
 
     def __init__(
-        self, listed: ListedMessage, load: Callable[[int], Any], *, expunged: bool = False
+        self,
+        listed: ListedMessage,
+        load: Callable[[int], Any],
+        *,
+        wanted: FetchRequirement | None = None,
+        content: MessageContent | _Unloaded | None = UNLOADED,
+        expunged: bool = False,
     ) -> None:
         super().__init__(
             listed.uid, listed.internal_date, listed.permanent_flags, listed.size, expunged=expunged
         )
         self._load = load
+        self._wanted = wanted
+        self._content = content
 
     def as_expunged(self) -> StoredMessage:
-        return StoredMessage(self, self._load, expunged=True)
+        return StoredMessage(self, self._load, wanted=self._wanted, expunged=True)
 
     async def load_content(self, requirement: FetchRequirement) -> LoadedMessageInterface:
-        if requirement.has_none(FetchRequirement.CONTENT):
-            return BaseLoadedMessage(self, requirement, None)
-        raw: bytes | None = await self._load(self.uid)
-        content = None if raw is None else await asyncio.to_thread(MessageContent.parse, raw)
-        return BaseLoadedMessage(self, requirement, content)
+        wanted = requirement if self._wanted is None else self._wanted
+        if wanted.has_none(FetchRequirement.CONTENT):
+            return SizedLoadedMessage(self, requirement, None)
+        content = self._content
+        if isinstance(content, _Unloaded):
+            raw: bytes | None = await self._load(self.uid)
+            content = None if raw is None else await asyncio.to_thread(MessageContent.parse, raw)
+        return SizedLoadedMessage(self, requirement, content)
+
+
+class SizedLoadedMessage(BaseLoadedMessage):
+    """pymap's loaded message, whose whole size (RFC822.SIZE) is the stored size when the
+    content was not read (pymap would answer 0)."""
+
+    __slots__ = ()
+
+    def get_size(self, section: Sequence[int] | None = None) -> int:
+        message = self.message
+        if not section and self._content is None and isinstance(message, ListedMessage):
+            return message.size
+        return super().get_size(section)
 
 
 class Listings:
@@ -270,8 +309,14 @@ class FolderData(MailboxDataInterface[ListedMessage]):
     def listed(self, entry: Entry) -> ListedMessage:
         return self._ref.listings.message(self._probe.folder_id, entry)
 
-    def message(self, entry: Entry) -> StoredMessage:
-        return StoredMessage(self.listed(entry), self._body)
+    def message(
+        self,
+        entry: Entry,
+        *,
+        wanted: FetchRequirement | None = None,
+        content: MessageContent | _Unloaded | None = UNLOADED,
+    ) -> StoredMessage:
+        return StoredMessage(self.listed(entry), self._body, wanted=wanted, content=content)
 
     async def _body(self, uid: int) -> bytes | None:
         with translated(self.name):
@@ -495,6 +540,7 @@ class StoreSession(BaseSession[ListedMessage]):
         self._config = config
         self._folders = FolderSet(ref)
         self._kept: _Kept | None = None  # the selected folder, as last probed
+        self._wanted: FetchRequirement | None = None  # what the FETCH under way needs
 
     @property
     def config(self) -> IMAPConfig:
@@ -564,23 +610,37 @@ class StoreSession(BaseSession[ListedMessage]):
         ]
         return listed, await self._load_updates(selected, None)
 
+    def expect_fetch(self, wanted: FetchRequirement) -> None:
+        """What the next FETCH's attributes need (told by the connection: pymap passes
+        only the sequence set to :meth:`fetch_messages`)."""
+        self._wanted = wanted
+
     async def fetch_messages(
         self, selected: SelectedMailbox, sequence_set: SequenceSet, set_seen: bool
     ) -> tuple[Iterable[tuple[int, ListedMessage]], SelectedMailbox]:
-        """FETCH: one query for the whole set; \\Seen set in the same operation when a body
-        is fetched without .PEEK (RFC 9051 §6.4.5)."""
+        r"""FETCH: one operation for the whole set — with the messages' bytes, parsed in the
+        same worker thread, when the attributes need content and the set is under
+        :data:`PRELOAD_BYTES`; \Seen set in the same operation when a body is fetched
+        without .PEEK (RFC 9051 §6.4.5)."""
+        wanted, self._wanted = self._wanted, None
         data = await self._selected_data(selected)
         pairs = selected.messages.get_all(sequence_set)
         uids = [msg.uid for _, msg in pairs]
         folders = self._ref.folders
+        contents: dict[int, MessageContent] = {}
         with translated(data.name):
             if set_seen and uids:
                 entries = await self._ref.call(
                     folders.store_flags, data.name, uids, flags=[SEEN], mode=FlagMode.ADD
                 )
+            elif _preload(wanted, pairs):
+                loaded = await self._ref.call(_parsed_fetch(folders), data.name, uids)
+                entries = [entry for entry, _ in loaded]
+                contents = {entry.uid: content for entry, content in loaded}
             else:
                 entries = await self._ref.call(folders.fetch, data.name, uids)
-        return _pair(data, pairs, entries), await data.update_selected(selected)
+        result = _pair(data, pairs, entries, wanted=wanted, contents=contents)
+        return result, await data.update_selected(selected)
 
     async def search_mailbox(
         self, selected: SelectedMailbox, keys: frozenset[SearchKey]
@@ -663,15 +723,58 @@ class StoreSession(BaseSession[ListedMessage]):
 
 
 def _pair(
-    data: FolderData, pairs: Sequence[tuple[int, CachedMessage]], entries: Sequence[Entry]
+    data: FolderData,
+    pairs: Sequence[tuple[int, CachedMessage]],
+    entries: Sequence[Entry],
+    *,
+    wanted: FetchRequirement | None = None,
+    contents: Mapping[int, MessageContent] | None = None,
 ) -> list[tuple[int, ListedMessage]]:
     """(sequence number, message) with fresh entries; those gone meanwhile marked expunged."""
     fresh = {entry.uid: entry for entry in entries}
-    result = []
+    contents = contents or {}
+    result: list[tuple[int, ListedMessage]] = []
     for seq, cached in pairs:
         entry = fresh.get(cached.uid)
-        result.append((seq, data.message(entry) if entry else data.gone(cached)))
+        if entry is None:
+            result.append((seq, data.gone(cached)))
+            continue
+        content = contents.get(entry.uid, UNLOADED) if contents else UNLOADED
+        result.append((seq, data.message(entry, wanted=wanted, content=content)))
     return result
+
+
+def fetch_requirement(attributes: Iterable[FetchAttribute]) -> FetchRequirement:
+    """What a FETCH's attributes need, RFC822.SIZE counted as metadata (the stored size)."""
+    wanted = FetchRequirement.NONE
+    for attribute in attributes:
+        if attribute.attribute == b"RFC822.SIZE":
+            wanted |= FetchRequirement.METADATA
+        else:
+            wanted |= attribute.requirement
+    return wanted
+
+
+PRELOAD_BYTES = 8 * 2**20  # a FETCH reads its messages' bytes in one operation up to this
+
+
+def _preload(wanted: FetchRequirement | None, pairs: Sequence[tuple[int, CachedMessage]]) -> bool:
+    if wanted is None or wanted.has_none(FetchRequirement.CONTENT) or not pairs:
+        return False
+    total = sum(msg.size for _, msg in pairs if isinstance(msg, ListedMessage))
+    return total <= PRELOAD_BYTES
+
+
+def _parsed_fetch(folders: Folders) -> Callable[..., list[tuple[Entry, MessageContent]]]:
+    """``Folders.fetch_with_bodies``, each message parsed in the same worker thread."""
+
+    def fetch(
+        caller: Caller, address: str, folder: str, uids: Sequence[int]
+    ) -> list[tuple[Entry, MessageContent]]:
+        loaded = folders.fetch_with_bodies(caller, address, folder, uids)
+        return [(entry, MessageContent.parse(raw)) for entry, raw in loaded]
+
+    return fetch
 
 
 def _as_listed(found: Sequence[tuple[int, CachedMessage]]) -> list[tuple[int, ListedMessage]]:

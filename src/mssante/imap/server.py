@@ -39,7 +39,7 @@ from pymap.exceptions import InvalidAuth, NotSupportedError
 from pymap.imap import IMAPConnection
 from pymap.imap.state import ConnectionState
 from pymap.parsing.command.nonauth import AuthenticateCommand, LoginCommand
-from pymap.parsing.command.select import CloseCommand, IdleCommand
+from pymap.parsing.command.select import CloseCommand, FetchCommand, IdleCommand
 from pymap.parsing.response import (
     CommandResponse,
     Response,
@@ -61,6 +61,7 @@ from mssante.auth.certificates import presented_chain
 from mssante.auth.service import AuthProtocol
 from mssante.config import ImapSettings
 from mssante.imap import mechanisms
+from mssante.imap.backend import StoreSession, fetch_requirement
 from mssante.imap.login import ImapContext, StoreLogin, peer_address
 from mssante.imap.mechanisms import CertificateOffered, ProvenLogin, TokenOffered
 from mssante.logging import get_logger
@@ -162,6 +163,15 @@ class Session(ConnectionState):
         if creds is None and not self.tls:
             await self._refuse_cleartext("AUTHENTICATE")
         return await super().do_authenticate(cmd, creds)
+
+    async def do_fetch(self, cmd: FetchCommand) -> tuple[CommandResponse, SelectedMailbox | None]:
+        """Tell our session what the attributes need before pymap fetches: the messages'
+        bytes are then read with them in one operation, and RFC822.SIZE alone reads none
+        (the stored size answers it; pymap counts it as needing the whole content)."""
+        session = self.session
+        if isinstance(session, StoreSession):
+            session.expect_fetch(fetch_requirement(cmd.attributes))
+        return await super().do_fetch(cmd)
 
     async def do_close(self, cmd: CloseCommand) -> tuple[CommandResponse, SelectedMailbox | None]:
         if self.selected.readonly:  # CLOSE after EXAMINE expunges nothing (RFC 9051 §6.4.1)

@@ -642,6 +642,22 @@ class Folders:
             rows = _rows_in(session, query, uids)
         return [_entry(r) for r in rows]
 
+    def fetch_with_bodies(
+        self, account: Caller, address: str, folder: str, uids: Uids
+    ) -> list[tuple[Entry, bytes]]:
+        """The entries among ``uids`` that the folder still holds, ascending, each with its
+        bytes: one transaction and one trip for a FETCH of bodies, instead of one per
+        message. The caller bounds the total size."""
+        with self.db.session() as session:
+            target = _target(session, account, address, folder, Right.READ)
+            query = (
+                _entries_query()
+                .add_columns(_M.c.blob_sha256)
+                .where(_E.c.folder_id == target.folder.id)
+            )
+            rows = _rows_in(session, query, uids)
+        return [(_entry(r), self.blobs.get(r.blob_sha256)) for r in rows]
+
     def body(self, account: Caller, address: str, folder: str, uid: int) -> bytes | None:
         """The message's bytes from the blob store; None if the folder no longer holds it."""
         with self.db.session() as session:
