@@ -961,8 +961,16 @@ def _find_folder(session: Session, box: Mailbox, name: str) -> Folder | None:
 
 
 def _target(session: Session, account: Caller, address: str, name: str, right: Right) -> _Target:
-    box = _mailbox(session, account, address, right)
-    folder = _find_folder(session, box, name)
+    """The mailbox (if the caller holds ``right`` on it) and its folder, in one query: every
+    IMAP command makes one or two of these."""
+    row = session.execute(
+        select(Mailbox, Folder)
+        .outerjoin(Folder, and_(Folder.mailbox_id == Mailbox.id, Folder.name == normal_name(name)))
+        .where(Mailbox.address == address.strip().lower())
+    ).one_or_none()
+    if row is None or not may_access(account, row[0], right):
+        raise AccessDenied(f"no mailbox {address} for this account")
+    box, folder = row
     if folder is None:
         raise FolderNotFound(f"no folder {name}")
     return _Target(box, folder)
