@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from imap_fixtures import MARTIN, Operator, message
+from pymap.mime import MessageContent
 
 from mssante.imap import backend
 from mssante.ops.folders import Folders
@@ -79,3 +80,29 @@ async def test_past_the_preload_budget_each_message_is_read_alone(
     answer, calls = await asyncio.to_thread(_fetch, operator, reads, "BODY.PEEK[]")
     assert [answer[uid][b"BODY[]"] for uid in sorted(answer)] == raws
     assert calls == {"fetch": 1, "fetch_with_bodies": 0, "body": 3}
+
+
+async def test_whole_messages_are_sent_as_stored_without_parsing(
+    operator: Operator, reads: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BODY.PEEK[] and RFC822.SIZE (what mbsync asks for each message), and a partial
+    BODY.PEEK[]<0.20>: the bytes as stored, and no MIME parse; BODYSTRUCTURE still parses."""
+    parsed = []
+    original = MessageContent.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[MessageContent], data: bytes, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(len(data))
+        return original(cls, data, *args, **kwargs)
+
+    monkeypatch.setattr(MessageContent, "parse", classmethod(counting))
+    raws = await asyncio.to_thread(_three, operator)
+    answer, calls = await asyncio.to_thread(
+        _fetch, operator, reads, "BODY.PEEK[] RFC822.SIZE BODY.PEEK[]<0.20>"
+    )
+    assert [answer[uid][b"BODY[]"] for uid in sorted(answer)] == raws
+    assert [answer[uid][b"BODY[]<0>"] for uid in sorted(answer)] == [r[:20] for r in raws]
+    assert [answer[uid][b"RFC822.SIZE"] for uid in sorted(answer)] == [len(r) for r in raws]
+    assert calls == {"fetch": 0, "fetch_with_bodies": 1, "body": 0}
+    assert parsed == []
+    answer, _ = await asyncio.to_thread(_fetch, operator, reads, "BODYSTRUCTURE")
+    assert len(parsed) == 3 and all(b"BODYSTRUCTURE" in answer[uid] for uid in answer)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from pymap.backend.mailbox import MailboxDataInterface, MailboxSetInterface
 from pymap.backend.session import BaseSession
+from pymap.bytes import Writeable
 from pymap.concurrent import Event
 from pymap.config import IMAPConfig
 from pymap.exceptions import (
@@ -186,7 +187,7 @@ class StoredMessage(ListedMessage):
         load: Callable[[int], Any],
         *,
         wanted: FetchRequirement | None = None,
-        content: MessageContent | _Unloaded | None = UNLOADED,
+        content: MessageContent | bytes | _Unloaded | None = UNLOADED,
         expunged: bool = False,
     ) -> None:
         super().__init__(
@@ -204,6 +205,8 @@ class StoredMessage(ListedMessage):
         if wanted.has_none(FetchRequirement.CONTENT):
             return SizedLoadedMessage(self, requirement, None)
         content = self._content
+        if isinstance(content, bytes):
+            return RawLoadedMessage(self, requirement, content)
         if isinstance(content, _Unloaded):
             raw: bytes | None = await self._load(self.uid)
             content = None if raw is None else await asyncio.to_thread(MessageContent.parse, raw)
@@ -221,6 +224,35 @@ class SizedLoadedMessage(BaseLoadedMessage):
         if not section and self._content is None and isinstance(message, ListedMessage):
             return message.size
         return super().get_size(section)
+
+
+class RawLoadedMessage(SizedLoadedMessage):
+    """A message read for a FETCH that wants it whole (``BODY.PEEK[]``, ``RFC822``, sizes:
+    what mbsync asks for each message): answered from the bytes, never parsed. Any other
+    part asked all the same is parsed then."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, message: ListedMessage, requirement: FetchRequirement, raw: bytes) -> None:
+        super().__init__(message, requirement, None)
+        self._raw = raw
+
+    @property
+    def content(self) -> MessageContent:
+        if self._content is None:
+            self._content = MessageContent.parse(self._raw)
+        return self._content
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    def get_body(self, section: Sequence[int] | None = None, binary: bool = False) -> Writeable:
+        if not section and not binary:
+            return Writeable.wrap(self._raw)
+        return super().get_body(section, binary)
+
+    def get_size(self, section: Sequence[int] | None = None) -> int:
+        return len(self._raw) if not section else super().get_size(section)
 
 
 class Listings:
@@ -314,7 +346,7 @@ class FolderData(MailboxDataInterface[ListedMessage]):
         entry: Entry,
         *,
         wanted: FetchRequirement | None = None,
-        content: MessageContent | _Unloaded | None = UNLOADED,
+        content: MessageContent | bytes | _Unloaded | None = UNLOADED,
     ) -> StoredMessage:
         return StoredMessage(self.listed(entry), self._body, wanted=wanted, content=content)
 
@@ -540,7 +572,7 @@ class StoreSession(BaseSession[ListedMessage]):
         self._config = config
         self._folders = FolderSet(ref)
         self._kept: _Kept | None = None  # the selected folder, as last probed
-        self._wanted: FetchRequirement | None = None  # what the FETCH under way needs
+        self._plan: FetchPlan | None = None  # what the FETCH under way needs
 
     @property
     def config(self) -> IMAPConfig:
@@ -610,10 +642,10 @@ class StoreSession(BaseSession[ListedMessage]):
         ]
         return listed, await self._load_updates(selected, None)
 
-    def expect_fetch(self, wanted: FetchRequirement) -> None:
+    def expect_fetch(self, plan: FetchPlan) -> None:
         """What the next FETCH's attributes need (told by the connection: pymap passes
         only the sequence set to :meth:`fetch_messages`)."""
-        self._wanted = wanted
+        self._plan = plan
 
     async def fetch_messages(
         self, selected: SelectedMailbox, sequence_set: SequenceSet, set_seen: bool
@@ -622,19 +654,21 @@ class StoreSession(BaseSession[ListedMessage]):
         same worker thread, when the attributes need content and the set is under
         :data:`PRELOAD_BYTES`; \Seen set in the same operation when a body is fetched
         without .PEEK (RFC 9051 §6.4.5)."""
-        wanted, self._wanted = self._wanted, None
+        plan, self._plan = self._plan, None
+        wanted = plan.wanted if plan else None
         data = await self._selected_data(selected)
         pairs = selected.messages.get_all(sequence_set)
         uids = [msg.uid for _, msg in pairs]
         folders = self._ref.folders
-        contents: dict[int, MessageContent] = {}
+        contents: dict[int, MessageContent | bytes] = {}
         with translated(data.name):
             if set_seen and uids:
                 entries = await self._ref.call(
                     folders.store_flags, data.name, uids, flags=[SEEN], mode=FlagMode.ADD
                 )
-            elif _preload(wanted, pairs):
-                loaded = await self._ref.call(_parsed_fetch(folders), data.name, uids)
+            elif plan is not None and _preload(wanted, pairs):
+                fetch = _fetch_contents(folders, parse=not plan.whole_only)
+                loaded = await self._ref.call(fetch, data.name, uids)
                 entries = [entry for entry, _ in loaded]
                 contents = {entry.uid: content for entry, content in loaded}
             else:
@@ -728,7 +762,7 @@ def _pair(
     entries: Sequence[Entry],
     *,
     wanted: FetchRequirement | None = None,
-    contents: Mapping[int, MessageContent] | None = None,
+    contents: Mapping[int, MessageContent | bytes] | None = None,
 ) -> list[tuple[int, ListedMessage]]:
     """(sequence number, message) with fresh entries; those gone meanwhile marked expunged."""
     fresh = {entry.uid: entry for entry in entries}
@@ -744,15 +778,40 @@ def _pair(
     return result
 
 
-def fetch_requirement(attributes: Iterable[FetchAttribute]) -> FetchRequirement:
-    """What a FETCH's attributes need, RFC822.SIZE counted as metadata (the stored size)."""
-    wanted = FetchRequirement.NONE
-    for attribute in attributes:
-        if attribute.attribute == b"RFC822.SIZE":
-            wanted |= FetchRequirement.METADATA
-        else:
+@dataclass(frozen=True)
+class FetchPlan:
+    """What a FETCH's attributes need: ``wanted`` (RFC822.SIZE counted as metadata: the
+    stored size answers it), and whether every content asked is the whole message."""
+
+    wanted: FetchRequirement
+    whole_only: bool
+
+    @classmethod
+    def of(cls, attributes: Iterable[FetchAttribute]) -> FetchPlan:
+        wanted, whole_only = FetchRequirement.NONE, True
+        for attribute in attributes:
+            name = attribute.attribute
+            if name == b"RFC822.SIZE":
+                wanted |= FetchRequirement.METADATA
+                continue
             wanted |= attribute.requirement
-    return wanted
+            if name not in _METADATA and not _whole(attribute):
+                whole_only = False
+        return cls(wanted, whole_only)
+
+
+_METADATA = frozenset({b"UID", b"FLAGS", b"INTERNALDATE"})
+
+
+def _whole(attribute: FetchAttribute) -> bool:
+    """BODY[], BODY.PEEK[], RFC822 (a part of it, <start.length>, included)."""
+    section = attribute.section
+    return (
+        attribute.attribute in (b"BODY", b"BODY.PEEK", b"RFC822")
+        and section is not None
+        and section.specifier is None
+        and not section.parts
+    )
 
 
 PRELOAD_BYTES = 8 * 2**20  # a FETCH reads its messages' bytes in one operation up to this
@@ -765,13 +824,18 @@ def _preload(wanted: FetchRequirement | None, pairs: Sequence[tuple[int, CachedM
     return total <= PRELOAD_BYTES
 
 
-def _parsed_fetch(folders: Folders) -> Callable[..., list[tuple[Entry, MessageContent]]]:
-    """``Folders.fetch_with_bodies``, each message parsed in the same worker thread."""
+def _fetch_contents(
+    folders: Folders, *, parse: bool
+) -> Callable[..., list[tuple[Entry, MessageContent | bytes]]]:
+    """``Folders.fetch_with_bodies``, each message parsed in the same worker thread unless
+    the FETCH wants messages whole (then the bytes as they are)."""
 
     def fetch(
         caller: Caller, address: str, folder: str, uids: Sequence[int]
-    ) -> list[tuple[Entry, MessageContent]]:
+    ) -> list[tuple[Entry, MessageContent | bytes]]:
         loaded = folders.fetch_with_bodies(caller, address, folder, uids)
+        if not parse:
+            return [(entry, raw) for entry, raw in loaded]
         return [(entry, MessageContent.parse(raw)) for entry, raw in loaded]
 
     return fetch

@@ -61,7 +61,7 @@ from mssante.auth.certificates import presented_chain
 from mssante.auth.service import AuthProtocol
 from mssante.config import ImapSettings
 from mssante.imap import mechanisms
-from mssante.imap.backend import StoreSession, fetch_requirement
+from mssante.imap.backend import FetchPlan, StoreSession
 from mssante.imap.login import ImapContext, StoreLogin, peer_address
 from mssante.imap.mechanisms import CertificateOffered, ProvenLogin, TokenOffered
 from mssante.logging import get_logger
@@ -166,11 +166,12 @@ class Session(ConnectionState):
 
     async def do_fetch(self, cmd: FetchCommand) -> tuple[CommandResponse, SelectedMailbox | None]:
         """Tell our session what the attributes need before pymap fetches: the messages'
-        bytes are then read with them in one operation, and RFC822.SIZE alone reads none
-        (the stored size answers it; pymap counts it as needing the whole content)."""
+        bytes are then read with them in one operation (and not parsed when only whole
+        messages are asked), and RFC822.SIZE alone reads none (the stored size answers it;
+        pymap counts it as needing the whole content)."""
         session = self.session
         if isinstance(session, StoreSession):
-            session.expect_fetch(fetch_requirement(cmd.attributes))
+            session.expect_fetch(FetchPlan.of(cmd.attributes))
         return await super().do_fetch(cmd)
 
     async def do_close(self, cmd: CloseCommand) -> tuple[CommandResponse, SelectedMailbox | None]:
