@@ -6,8 +6,15 @@ from __future__ import annotations
 import gc
 from datetime import UTC, datetime
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pymap.flags import PermanentFlags, SessionFlags
+from pymap.parsing import Params
+from pymap.parsing.specials import ObjectId, SequenceSet
 from pymap.parsing.specials.flag import Flag
+from pymap.selected import SelectedMailbox
 
+from mssante.imap import backend
 from mssante.imap.backend import Listings
 from mssante.ops.folders import Entry
 
@@ -54,3 +61,31 @@ def test_flag_sets_are_bounded() -> None:
     for n in range(Listings.MAX_FLAG_SETS + 50):
         listings.flags(frozenset({f"$Mot{n}"}))
     assert len(listings._flag_sets) == Listings.MAX_FLAG_SETS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    uids=st.sets(st.integers(1, 400), min_size=80, max_size=200),
+    gone=st.sets(st.integers(1, 400), max_size=40),
+    asked=st.lists(st.tuples(st.integers(1, 450), st.integers(0, 2)), min_size=1, max_size=3),
+)
+def test_few_uids_are_found_as_pymap_finds_them(
+    uids: set[int], gone: set[int], asked: list[tuple[int, int]]
+) -> None:
+    """backend._get_all (no walk of the folder for a few UIDs) answers as pymap's get_all,
+    after messages were added and expunged."""
+    selected = SelectedMailbox(
+        ObjectId.random_mailbox_id(), False, PermanentFlags([]), SessionFlags([])
+    )
+    listings = Listings()
+    selected.set_messages([listings.message(1, _entry(uid)) for uid in sorted(uids)])
+    selected.set_messages([listings.message(1, _entry(uid)) for uid in sorted(uids - gone)])
+    text = ",".join(f"{first}:{first + span}" if span else str(first) for first, span in asked)
+    sequence_set = _uid_set(text)
+    expected = [(seq, msg.uid) for seq, msg in selected.messages.get_all(sequence_set)]
+    assert [(seq, msg.uid) for seq, msg in backend._get_all(selected, sequence_set)] == expected
+
+
+def _uid_set(text: str) -> SequenceSet:
+    parsed, _ = SequenceSet.parse(text.encode() + b" ", Params(uid=True))
+    return parsed

@@ -657,7 +657,7 @@ class StoreSession(BaseSession[ListedMessage]):
         plan, self._plan = self._plan, None
         wanted = plan.wanted if plan else None
         data = await self._selected_data(selected)
-        pairs = selected.messages.get_all(sequence_set)
+        pairs = _get_all(selected, sequence_set)
         uids = [msg.uid for _, msg in pairs]
         folders = self._ref.folders
         contents: dict[int, MessageContent | bytes] = {}
@@ -703,7 +703,7 @@ class StoreSession(BaseSession[ListedMessage]):
         if selected.readonly:
             raise MailboxReadOnly()
         data = await self._selected_data(selected)
-        pairs = selected.messages.get_all(sequence_set)
+        pairs = _get_all(selected, sequence_set)
         stored = _names(selected.permanent_flags & flag_set)
         with translated(data.name):
             entries = await self._ref.call(
@@ -754,6 +754,24 @@ class StoreSession(BaseSession[ListedMessage]):
         with translated(data.name):
             await self._ref.call(self._ref.folders.expunge, data.name, uids)
         return await data.update_selected(selected)
+
+
+def _get_all(
+    selected: SelectedMailbox, sequence_set: SequenceSet
+) -> Sequence[tuple[int, CachedMessage]]:
+    """pymap's ``SynchronizedMessages.get_all``, without a walk of the whole folder for a
+    few UIDs: a client fetching 10,000 messages one by one made 10,000 walks of 10,000
+    (8 % of a sync's time). Reads pymap's ``_seqs_cache`` and ``_cache`` (pymap is pinned;
+    ``tests/imap/test_imap_fetch_reads.py`` compares both ways)."""
+    messages = selected.messages
+    if not sequence_set.uid:
+        return messages.get_all(sequence_set)
+    wanted = sequence_set.flatten(messages.max_uid)
+    if len(wanted) * 8 > messages.exists:
+        return messages.get_all(sequence_set)
+    seqs, cache = messages._seqs_cache, messages._cache
+    found = [(seqs[uid], cache[uid]) for uid in wanted if uid in cache and uid in seqs]
+    return sorted(found, key=lambda pair: pair[0])
 
 
 def _pair(
