@@ -398,7 +398,7 @@ class DirectorySettings(BaseModel):
         "them are counted)",
     )
     import_cache_mib: int = Field(
-        64,
+        16,
         ge=2,
         description="SQLite page cache of the importing connection, in MiB: bounds the import's "
         "memory; more is faster",

@@ -384,12 +384,13 @@ class FolderData(MailboxDataInterface[ListedMessage]):
     def _newer_listing(self, selected: SelectedMailbox, version: int) -> SyncMark | None:
         """After :data:`FULL_REFRESH_SECONDS` in IDLE with no change seen (the watch polls
         the probe every second): a listing of the folder made since ours by another session
-        of this process, with no change published since, is as good as a new one. 2,000
+        of this process, less than half a period old, with no change published since, is as
+        good as a new one (a flag set on another node shows within 1.5 periods). 2,000
         sessions idling on one folder made 2,000 listings every 30 s; now a few."""
         mark, shared = selected.mod_sequence, self._ref.listings.latest(self._probe.folder_id)
         if not isinstance(mark, SyncMark) or shared is None:
             return None
-        fresh = time.monotonic() - shared.listed_at < FULL_REFRESH_SECONDS
+        fresh = time.monotonic() - shared.listed_at < FULL_REFRESH_SECONDS / 2  # staleness bound
         if fresh and shared.version == version and shared.listed_at > mark.listed_at:
             return shared
         return None
