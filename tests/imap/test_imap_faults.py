@@ -364,7 +364,7 @@ async def test_idle_sessions_share_one_poll_and_one_periodic_listing(
             await clients.next("warm")
             clients.tell()
             await clients.next("idling")
-            await _settled(calls["probe"])  # every session in its IDLE loop (one probe each)
+            await asyncio.sleep(1.0)  # every session in its IDLE loop
             for seen in calls.values():
                 seen.clear()
             await asyncio.sleep(window)
@@ -376,22 +376,15 @@ async def test_idle_sessions_share_one_poll_and_one_periodic_listing(
             await clients.stop()
     polls, listings = during["probe_many"], len(during["select"])
     print(f"\n{count} sessions, {window} s: {len(polls)} polls, {listings} listings")
-    assert during["probe"] == []  # no session polls on its own
+    # No session polls on its own each interval (that would be count * window / poll = 1,200
+    # probes); each probes once a period, when it adopts another's listing (its rights again).
+    assert len(during["probe"]) <= count * (window / period + 1), len(during["probe"])
     assert polls and set(polls) == {1}  # one folder per poll, all sessions waiting on it
     assert len(polls) <= window / poll + 2
-    # Per session: count * window / period = 120 listings. Shared: one to three a period (a
-    # session holding the newest listing when its turn comes lists again); 11-17 measured.
-    assert listings <= count * window / period / 3, listings
+    # Per session: count * window / period = 120 listings. Shared: about one a period (the
+    # session holding the newest listing when its turn comes lists again); 5-9 measured.
+    assert listings <= count * window / period / 4, listings
     assert flagged, "a flag set by another process never reached the idling client"
-
-
-async def _settled(seen: list[int], quiet: float = 0.5, longest: float = 15.0) -> None:
-    """Until ``seen`` stops growing for ``quiet`` seconds (a loaded machine is slower)."""
-    deadline = asyncio.get_running_loop().time() + longest
-    before = -1
-    while len(seen) != before and asyncio.get_running_loop().time() < deadline:
-        before = len(seen)
-        await asyncio.sleep(quiet)
 
 
 def _flag_elsewhere_and_wait(op: Operator, period: float) -> bool:
@@ -406,7 +399,7 @@ def _flag_elsewhere_and_wait(op: Operator, period: float) -> bool:
             account = session.execute(select(Account).where(Account.login == MARTIN)).scalar_one()
             caller = Caller(account.id, account.login)
         elsewhere.store_flags(caller, MARTIN, "INBOX", [1], flags=["\\Flagged"], mode=FlagMode.ADD)
-        deadline = time.monotonic() + 6 * period + 3  # adopted listings: up to 1.5 periods old
+        deadline = time.monotonic() + 6 * period + 3  # an adopted listing: two periods at most
         while time.monotonic() < deadline:
             for response in client.idle_check(timeout=deadline - time.monotonic()):
                 if b"\\Flagged" in repr(response).encode():

@@ -370,7 +370,9 @@ class FolderData(MailboxDataInterface[ListedMessage]):
         if not woken and self._unchanged_since(selected.mod_sequence):
             return selected  # nothing changed (and the client ended IDLE, if it was in one)
         version = self._ref.bus.version(self._ref.address)  # before: a change meanwhile counts
-        shared = None if woken or wait_on is None else self._newer_listing(selected, version)
+        shared = None
+        if not woken and wait_on is not None:
+            shared = await self._newer_listing(selected, version)
         if shared is None:
             with translated(self.name):
                 view = await self._ref.call(self._ref.folders.select, self.name)
@@ -381,19 +383,21 @@ class FolderData(MailboxDataInterface[ListedMessage]):
         selected.set_messages(shared.messages)
         return selected
 
-    def _newer_listing(self, selected: SelectedMailbox, version: int) -> SyncMark | None:
+    async def _newer_listing(self, selected: SelectedMailbox, version: int) -> SyncMark | None:
         """After :data:`FULL_REFRESH_SECONDS` in IDLE with no change seen (the watch polls
         the probe every second): a listing of the folder made since ours by another session
-        of this process, less than half a period old, with no change published since, is as
-        good as a new one (a flag set on another node shows within 1.5 periods). 2,000
-        sessions idling on one folder made 2,000 listings every 30 s; now a few."""
+        of this process, with no change published since and the folder's probe the same now,
+        is as good as a new one. 2,000 sessions idling on one folder made 2,000 listings
+        every 30 s; now a few, and 2,000 probes (one cheap query each), which also check
+        again that the caller may still read the mailbox (a delegation revoked meanwhile)."""
         mark, shared = selected.mod_sequence, self._ref.listings.latest(self._probe.folder_id)
         if not isinstance(mark, SyncMark) or shared is None:
             return None
-        fresh = time.monotonic() - shared.listed_at < FULL_REFRESH_SECONDS / 2  # staleness bound
-        if fresh and shared.version == version and shared.listed_at > mark.listed_at:
-            return shared
-        return None
+        if not (shared.version == version and shared.listed_at > mark.listed_at):
+            return None
+        with translated(self.name):
+            probe = await self._ref.call(self._ref.folders.probe, self.name)
+        return shared if probe == shared.probe else None
 
     def _unchanged_since(self, mark: object) -> bool:
         return (
