@@ -415,6 +415,13 @@ class DirectorySettings(BaseModel):
     max_query_words: int = Field(
         6, ge=1, le=20, description="Words of a search text that are used (the others ignored)"
     )
+    searches_per_second: float = Field(
+        20.0,
+        gt=0,
+        description="Searches (type-ahead and FHIR) one client address may make each second, "
+        "after a burst of search_burst; more are answered 429 with Retry-After",
+    )
+    search_burst: int = Field(200, ge=1, description="Searches one client address may make at once")
     fhir_max_count: int = Field(
         100, ge=1, le=1000, description="Most resources in one FHIR search Bundle (_count)"
     )

@@ -3,6 +3,7 @@ Bundles shaped as openapi-balmss.yaml, the extraction download; bad input is a 4
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -248,3 +249,24 @@ def test_extraction_download_is_the_export_with_an_etag(served: str) -> None:
     etag = response.headers["etag"]
     again = httpx.get(f"{served}/directory/extraction", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
+
+
+def test_searches_beyond_the_rate_are_429_with_retry_after(
+    tmp_path: Path, database_settings: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client past directory.search_burst (and the steady rate) gets 429 and Retry-After,
+    as JSON on /directory/search and as an OperationOutcome on FHIR; the extraction is not
+    counted."""
+    monkeypatch.setenv("MSSANTE_DIRECTORY__SEARCHES_PER_SECOND", "0.01")
+    monkeypatch.setenv("MSSANTE_DIRECTORY__SEARCH_BURST", "3")
+    with contextlib.contextmanager(_serve)(tmp_path, database_settings) as base:
+        answers = [httpx.get(f"{base}/directory/search", params={"q": "dupont"}) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        refused = httpx.get(f"{base}/directory/search", params={"q": "dupont"})
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "too many searches" in refused.json()["error"]
+        fhir = httpx.get(f"{base}/fhir/Practitioner", params={"name": "dupont"})
+        assert fhir.status_code == 429
+        assert fhir.json()["issue"][0]["code"] == "throttled"
+        assert httpx.get(f"{base}/directory/extraction").status_code == 200

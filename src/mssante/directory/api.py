@@ -6,11 +6,15 @@
   GET /directory/extraction           the current extraction, streamed (operators' daily copy)
 
 Bad input is a 400 with a one-line reason (``{"error": …}``, or an OperationOutcome for FHIR),
-never a 500. Liste rouge mailboxes appear in none of them.
+never a 500. Liste rouge mailboxes appear in none of them. Searches are limited per client
+address (``directory.searches_per_second`` after ``directory.search_burst``): beyond, a 429
+with ``Retry-After``. The data is public (the extraction is a download): the limit keeps the
+service up for everyone, it does not hide anything.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,6 +31,7 @@ from mssante.directory.fhir import (
     search_bundle,
 )
 from mssante.directory.search import DirectorySearch, QueryError
+from mssante.ratelimit import TokenBuckets
 from mssante.store.db import Database
 
 FHIR_JSON = "application/fhir+json"
@@ -35,25 +40,21 @@ FHIR_JSON = "application/fhir+json"
 def directory_router(db: Database, settings: DirectorySettings) -> APIRouter:
     router = APIRouter()
     searcher = DirectorySearch(db, settings)
+    buckets = TokenBuckets(settings.searches_per_second, settings.search_burst)
+
+    def too_many(request: Request) -> float:
+        return buckets.take(request.client.host if request.client else "?")
 
     @router.get("/directory/search")
     def search(request: Request) -> JSONResponse:
-        q = request.query_params.get("q")
-        try:
-            results = searcher.search(q, request.query_params.get("limit"))
-        except QueryError as exc:
-            return JSONResponse({"error": exc.public}, status_code=400)
-        return JSONResponse({"query": q, "results": [r.as_dict() for r in results]})
+        if wait := too_many(request):
+            return _slow_down(wait, {"error": _SLOW_DOWN})
+        return _type_ahead(searcher, request)
 
     def fhir(request: Request, resource: Resource) -> JSONResponse:
-        params = dict(request.query_params)
-        if len(params) != len(request.query_params.multi_items()):
-            return _fhir_error("paramètre répété / repeated search parameter")
-        try:
-            bundle = search_bundle(db, resource, params, settings, str(request.url))
-        except FhirQueryError as exc:
-            return _fhir_error(exc.public)
-        return JSONResponse(bundle, media_type=FHIR_JSON)
+        if wait := too_many(request):
+            return _slow_down(wait, operation_outcome(_SLOW_DOWN, "throttled"), FHIR_JSON)
+        return _fhir_search(db, settings, request, resource)
 
     @router.get("/fhir/Practitioner")
     def practitioners(request: Request) -> JSONResponse:
@@ -76,6 +77,37 @@ def directory_router(db: Database, settings: DirectorySettings) -> APIRouter:
         )
 
     return router
+
+
+def _type_ahead(searcher: DirectorySearch, request: Request) -> JSONResponse:
+    q = request.query_params.get("q")
+    try:
+        results = searcher.search(q, request.query_params.get("limit"))
+    except QueryError as exc:
+        return JSONResponse({"error": exc.public}, status_code=400)
+    return JSONResponse({"query": q, "results": [r.as_dict() for r in results]})
+
+
+def _fhir_search(
+    db: Database, settings: DirectorySettings, request: Request, resource: Resource
+) -> JSONResponse:
+    params = dict(request.query_params)
+    if len(params) != len(request.query_params.multi_items()):
+        return _fhir_error("paramètre répété / repeated search parameter")
+    try:
+        bundle = search_bundle(db, resource, params, settings, str(request.url))
+    except FhirQueryError as exc:
+        return _fhir_error(exc.public)
+    return JSONResponse(bundle, media_type=FHIR_JSON)
+
+
+_SLOW_DOWN = "trop de recherches, réessayez plus tard / too many searches, retry later"
+
+
+def _slow_down(wait: float, body: dict[str, Any], media_type: str | None = None) -> JSONResponse:
+    """429 (RFC 6585 §4) with the seconds to wait (RFC 9110 §10.2.3)."""
+    headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+    return JSONResponse(body, status_code=429, headers=headers, media_type=media_type)
 
 
 def _fhir_error(message: str) -> JSONResponse:
