@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import text
 
@@ -85,3 +90,23 @@ async def wait_started(
             task.result()  # raises the start-up failure
             raise RuntimeError("the runtime stopped before it started")
         raise TimeoutError(f"the runtime did not start within {timeout} s")
+
+
+@contextlib.contextmanager
+def serving(config: Any) -> Iterator[int]:
+    """An ASGI app served by uvicorn (``config``: a ``uvicorn.Config`` on port 0) in a thread
+    of this process, for as long as the block runs: its port."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

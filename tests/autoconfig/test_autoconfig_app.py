@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from lxml import etree
 
 from mssante.autoconfig import create_autoconfig_app
 from mssante.config import OperatorSettings, Settings, SmtpSettings
+from support import serving
 
 DOMAIN = "hopital-nord.mssante.test"
 OTHER = "clinique-est.mssante.test"
@@ -152,17 +151,8 @@ def served(settings: Settings) -> Iterator[str]:
     config = uvicorn.Config(
         create_autoconfig_app(settings), host="127.0.0.1", port=0, log_level="warning"
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(config) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_thunderbird_requests_over_http(served: str) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from mssante.directory.extraction import HEADER
 from mssante.directory.fhir import EMAIL_TYPE_URL, METADATA_URL, TYPE_SYSTEM
 from mssante.directory.importer import import_extraction
 from mssante.runtime import open_node
-from support import drop_schema, is_postgres, new_schema_name, selected_database_url
+from support import drop_schema, is_postgres, new_schema_name, selected_database_url, serving
 
 CHU = "CENTRE HOSPITALIER UNIVERSITAIRE DE LYON"
 LINES = [
@@ -81,17 +79,8 @@ def _serve(tmp_path: Path, database_settings: tuple[str, str]) -> Iterator[str]:
     source = write_extraction(tmp_path / "Extraction_Correspondance_MSSante_1.txt", LINES)
     import_extraction(node.db, source, node.settings.directory, actor="test")
     app = create_app(AuthorityService(node, _signer()), "token")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")) as port:
+        yield f"http://127.0.0.1:{port}"
     node.close()
 
 

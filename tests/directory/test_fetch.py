@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from mssante.directory.search import DirectorySearch
 from mssante.operator.directory_sync import DirectorySync
 from mssante.runtime import Node, open_node
 from mssante.store.models import DirectoryPublication, MailboxType
+from support import serving
 
 LINES = [
     person("helene.lefevre@ch-lyon.mssante.fr", "LEFÈVRE", "Hélène"),
@@ -86,17 +86,8 @@ def authority(
         ssl_certfile=str(cert),
         ssl_keyfile=str(key),
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"https://127.0.0.1:{port}/directory/extraction", cert, node
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(config) as port:
+        yield f"https://127.0.0.1:{port}/directory/extraction", cert, node
     node.close()
 
 

@@ -796,7 +796,7 @@ def _pair(
         if entry is None:
             result.append((seq, data.gone(cached)))
             continue
-        content = contents.get(entry.uid, UNLOADED) if contents else UNLOADED
+        content = contents.get(entry.uid, UNLOADED)
         result.append((seq, data.message(entry, wanted=wanted, content=content)))
     return result
 

@@ -52,15 +52,9 @@ class DirectorySync:
         """One round: the outcome, or None when it failed (logged; audited by the fetch)."""
         try:
             outcome = await asyncio.to_thread(fetch_and_import, self.node, actor=ACTOR)
-        except MssanteError as exc:
-            self.log.warning(
-                "directory copy not refreshed; keeping the one in force", error=exc.public
-            )
-            return None
-        except Exception as exc:  # the database away, the disk full: the next round may do
-            self.log.warning(
-                "directory copy not refreshed; keeping the one in force", error=type(exc).__name__
-            )
+        except Exception as exc:  # refused, or the database away, the disk full: retry later
+            error = exc.public if isinstance(exc, MssanteError) else type(exc).__name__
+            self.log.warning("directory copy not refreshed; keeping the one in force", error=error)
             return None
         finally:
             self.rounds += 1

@@ -601,11 +601,7 @@ class Folders:
         process's delivery or expunge without listing the folder."""
         with self.db.session() as session:
             target = _target(session, account, address, folder, Right.READ)
-            count, last = session.execute(
-                select(func.count(), func.max(_E.c.uid)).where(_E.c.folder_id == target.folder.id)
-            ).one()
-            info = _info(target.folder, int(last or 0))
-            return Probe(target.folder.id, info.uid_validity, info.uid_next, int(count))
+            return _probes(session, [target.folder.id])[target.folder.id]
 
     def probe_many(self, folder_ids: Collection[int]) -> dict[int, Probe]:
         """The probes of many folders in one query, by folder id (a folder gone is absent).
@@ -615,23 +611,8 @@ class Folders:
         it wakes relists the folder through :meth:`select`, which checks the rights again."""
         if not folder_ids:
             return {}
-        counts = (
-            select(_E.c.folder_id, func.count().label("n"), func.max(_E.c.uid).label("last"))
-            .where(_E.c.folder_id.in_(list(folder_ids)))
-            .group_by(_E.c.folder_id)
-            .subquery()
-        )
-        query = (
-            select(_F.c.id, _F.c.uid_validity, _F.c.uid_next, counts.c.n, counts.c.last)
-            .outerjoin(counts, counts.c.folder_id == _F.c.id)
-            .where(_F.c.id.in_(list(folder_ids)))
-        )
         with self.db.session() as session:
-            rows = session.execute(query).all()
-        return {
-            r.id: Probe(r.id, r.uid_validity, max(r.uid_next, int(r.last or 0) + 1), int(r.n or 0))
-            for r in rows
-        }
+            return _probes(session, folder_ids)
 
     # -- messages ---------------------------------------------------------------------------
     def fetch(self, account: Caller, address: str, folder: str, uids: Uids) -> list[Entry]:
@@ -989,6 +970,27 @@ def _info(folder: Folder, last_uid: int = 0) -> FolderInfo:
     return FolderInfo(
         folder.name, folder.special_use, folder.uid_validity, max(folder.uid_next, last_uid + 1)
     )
+
+
+def _probes(session: Session, folder_ids: Collection[int]) -> dict[int, Probe]:
+    """Each folder's UIDVALIDITY, UIDNEXT (above every UID shown, as :func:`_info` says) and
+    message count, in one query."""
+    ids = list(folder_ids)
+    counts = (
+        select(_E.c.folder_id, func.count().label("n"), func.max(_E.c.uid).label("last"))
+        .where(_E.c.folder_id.in_(ids))
+        .group_by(_E.c.folder_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(_F.c.id, _F.c.uid_validity, _F.c.uid_next, counts.c.n, counts.c.last)
+        .outerjoin(counts, counts.c.folder_id == _F.c.id)
+        .where(_F.c.id.in_(ids))
+    ).all()
+    return {
+        r.id: Probe(r.id, r.uid_validity, max(r.uid_next, int(r.last or 0) + 1), int(r.n or 0))
+        for r in rows
+    }
 
 
 def _entries_query() -> Any:
