@@ -183,8 +183,29 @@ class WebSettings(BaseModel):
         0,
         ge=0,
         le=65535,
-        description="HTTPS port serving mail-client autoconfiguration (and the webmail later); "
-        "0 disables it. In production: 443, behind autoconfig.<domain> and <domain>",
+        description="HTTPS port serving the webmail, mail-client autoconfiguration and the "
+        "directory search; 0 disables it. In production: 443, behind autoconfig.<domain> and "
+        "<domain>",
+    )
+    idle_timeout: float = Field(
+        1800.0, gt=0, description="Seconds without a request after which a webmail session ends"
+    )
+    max_session_age: float = Field(
+        43200.0, gt=0, description="Seconds after which a webmail session ends, used or not"
+    )
+    require_second_factor: bool = Field(
+        True,
+        description="A password alone does not open the webmail: a TOTP code is asked, and an "
+        "account without a device enrols one at its first login (BRIEF §5)",
+    )
+    page_size: int = Field(50, ge=10, le=500, description="Messages per page of a folder")
+    client_certificates: bool = Field(
+        True,
+        description="Ask the browser for a CPS-like certificate (TLS client authentication, "
+        "optional) so that a card holder logs in without a password",
+    )
+    login_attempts_per_minute: float = Field(
+        10.0, gt=0, description="Webmail login attempts per client address and minute"
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aioimaplib import IMAP4_SSL
+
 from imap_fixtures import MARTIN, PASSWORD, Operator, message
 
 

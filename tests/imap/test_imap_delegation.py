@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import imapclient
 import pytest
-from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, message
 from sqlalchemy import update
 
+from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, message
 from mssante.ops.accounts import AccountError, Accounts, Actor, NewPerson
 from mssante.ops.delegation import Delegations
 from mssante.store.models import AccessRight, MailboxAccess

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imap_fixtures import MARTIN, PASSWORD, Operator, Trust, message, running_operator
 from sqlalchemy import select
 
+from imap_fixtures import MARTIN, PASSWORD, Operator, Trust, message, running_operator
 from mssante.imap import backend
 from mssante.ops.folders import Caller, FlagMode, Folders
 from mssante.store.models import Account

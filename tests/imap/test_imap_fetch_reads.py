@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from imap_fixtures import MARTIN, Operator, message
 from pymap.mime import MessageContent
 
+from imap_fixtures import MARTIN, Operator, message
 from mssante.imap import backend
 from mssante.ops.folders import Folders
 

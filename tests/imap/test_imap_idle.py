@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 
 from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, message
-
 from mssante.ops.mailstore import MailStore
 
 

@@ -9,9 +9,9 @@ import time
 
 import imapclient
 import pytest
-from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, Raw, message
 from imapclient.exceptions import LoginError
 
+from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, Raw, message
 from mssante.ops.accounts import Actor
 
 

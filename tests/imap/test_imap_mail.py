@@ -9,10 +9,10 @@ import smtplib
 
 import imapclient
 import pytest
-from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, Raw, message
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy import select
 
+from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, Raw, message
 from mssante.store.models import Folder, Mailbox
 
 

@@ -118,6 +118,12 @@ class AuditEvent(StrEnum):
     DIRECTORY_PATCH_REFUSED = "directory.patch_refused"
     DIRECTORY_PUBLISHED = "directory.published"
     DIRECTORY_PUBLICATION_REFUSED = "directory.publication_refused"
+    # Webmail (mssante.web; docs/webmail.md): actor is the person logged in
+    WEB_SESSION_OPENED = "web.session_opened"  # how: password+totp, oidc, certificate
+    WEB_SESSION_ENDED = "web.session_ended"  # logout, "log out everywhere", revocation
+    WEB_MESSAGE_READ = "web.message_read"  # a message opened (target: mailbox/folder/uid)
+    WEB_MESSAGE_DELETED = "web.message_deleted"  # moved to Trash, or deleted from it
+    MDN_SENT = "web.mdn_sent"  # a read receipt sent on the reader's request (RFC 8098)
     # The audit log itself
     AUDIT_VERIFIED = "audit.verified"
 

@@ -35,6 +35,7 @@ async def start_imap(rt: OperatorRuntime) -> None:
     if not settings.port and not settings.tls_port:
         return
     bus = ChangeBus(asyncio.get_running_loop())
+    rt.bus = bus  # the webmail's new-mail events listen to it too
     rt.store = NotifyingMailStore(rt.node.db, rt.node.blobs, on_delivered=bus.publish)
     folders = Folders(rt.node.db, rt.node.blobs, notify=bus.publish)
     ctx = ImapContext(

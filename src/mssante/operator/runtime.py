@@ -20,6 +20,7 @@ from mssante.auth.certificates import CertificateLogins
 from mssante.auth.service import AuthService
 from mssante.config import Settings
 from mssante.imap import start_imap
+from mssante.imap.bus import ChangeBus
 from mssante.logging import get_logger
 from mssante.operator.directory_sync import DirectorySync
 from mssante.operator.publisher import DirectoryPublisher
@@ -54,6 +55,8 @@ class OperatorRuntime:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     web: WebListener | None = None
+    bus: ChangeBus | None = None  # set by the IMAP listeners: "this mailbox changed"
+    submission: SubmissionContext | None = None  # set by the listeners; the webmail sends with it
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @property
@@ -146,6 +149,7 @@ async def start_listeners(rt: OperatorRuntime) -> None:
         certificates=rt.certificates,
         audit=rt.audit,
     )
+    rt.submission = submission
     tls_in, tls_sub = inbound_context(rt.settings), submission_context(rt.settings)
     timeout = smtp.command_timeout
     listeners: list[tuple[Callable[[], Any], int, Any]] = [
@@ -186,7 +190,7 @@ async def run_operator(
 async def _start(rt: OperatorRuntime, stop: asyncio.Event) -> None:
     set_tls_read_buffer(rt.settings.tls.read_buffer_bytes)
     await start_listeners(rt)
-    rt.web = await start_web(rt.settings, rt.node.db)
+    rt.web = await start_web(rt)
     workers: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
         rt.sync.run,
         rt.delivery.run,

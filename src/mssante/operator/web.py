@@ -1,6 +1,9 @@
 """The operator's HTTPS listener: mail-client autoconfiguration, the search of the operator's
 copy of the national directory (``/directory/search``, ``/fhir/Practitioner``… as the
-authority serves them: docs/directory.md), the webmail later.
+authority serves them: docs/directory.md), and the webmail (``/webmail``, docs/webmail.md).
+
+TLS client authentication is optional on this listener (``web.client_certificates``): a
+CPS-like card logs in to the webmail without a password; every other page ignores it.
 
 Served by uvicorn inside the operator's event loop. ``Server._serve`` is called rather than
 ``serve`` because ``serve`` takes over SIGINT and SIGTERM, which belong to the runtime
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,6 +25,11 @@ from mssante.config import Settings
 from mssante.directory.api import directory_router
 from mssante.smtp.tls import submission_context
 from mssante.store.db import Database
+from mssante.web.app import build_context, install_webmail
+from mssante.web.tls_client import CertificateAwareH11
+
+if TYPE_CHECKING:
+    from mssante.operator.runtime import OperatorRuntime
 
 STOP_GRACE = 5.0
 
@@ -36,20 +45,26 @@ class WebListener:
             await asyncio.wait_for(self.task, STOP_GRACE)
 
 
-def create_operator_app(settings: Settings, db: Database) -> FastAPI:
-    """The directory's routes first; everything else goes to the autoconfig app."""
+def create_operator_app(
+    settings: Settings, db: Database, rt: OperatorRuntime | None = None
+) -> FastAPI:
+    """The webmail (with a runtime) and the directory's routes first; everything else goes to
+    the autoconfig app."""
     app = FastAPI(title="mssante operator", docs_url=None, redoc_url=None, openapi_url=None)
+    if rt is not None:
+        install_webmail(app, build_context(rt))
     app.include_router(directory_router(db, settings.directory))
     app.mount("/", create_autoconfig_app(settings))
     return app
 
 
-async def start_web(settings: Settings, db: Database) -> WebListener | None:
+async def start_web(rt: OperatorRuntime) -> WebListener | None:
+    settings, db = rt.settings, rt.node.db
     web = settings.web
     if not web.port or not settings.tls.certificate or not settings.tls.key:
         return None
     config = uvicorn.Config(
-        create_operator_app(settings, db),
+        create_operator_app(settings, db, rt),
         host=web.listen_host,
         port=web.port,
         log_config=None,
@@ -57,9 +72,11 @@ async def start_web(settings: Settings, db: Database) -> WebListener | None:
         lifespan="off",
         ssl_certfile=str(settings.tls.certificate),
         ssl_keyfile=str(settings.tls.key),
+        http=CertificateAwareH11,  # the browser's certificate reaches the webmail's login
     )
     config.load()
-    config.ssl = submission_context(settings)  # TLS 1.2 minimum, like every listener
+    # TLS 1.2 minimum, like every listener; a client certificate asked for, optionally.
+    config.ssl = submission_context(settings, client_certificates=web.client_certificates)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve(), name="web")
     while not server.started and not task.done():

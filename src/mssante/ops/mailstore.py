@@ -23,10 +23,18 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from mssante.errors import NotFoundError
+from mssante.mail.receipts import parse_report
 from mssante.store import tables
 from mssante.store.blobs import BlobStore
 from mssante.store.db import Database
-from mssante.store.models import Folder, Mailbox, MailboxEntry, Message
+from mssante.store.models import (
+    Folder,
+    Mailbox,
+    MailboxEntry,
+    Message,
+    MessageReceipt,
+    ReceiptKind,
+)
 
 # RFC 6154 special-use attributes of the standard folders (French names come in the webmail).
 STANDARD_FOLDERS: tuple[tuple[str, str], ...] = (
@@ -80,6 +88,7 @@ class Headers:
     subject: str
     from_address: str
     date: datetime | None
+    report: bool = False  # multipart/report: a DSN or an MDN (RFC 6522), recorded as receipts
 
     @classmethod
     def parse(cls, raw: bytes) -> Headers:
@@ -90,6 +99,7 @@ class Headers:
             subject=_decoded(msg.get("Subject", "")),
             from_address=_address(msg.get("From", "")),
             date=_date(msg.get("Date")),
+            report=msg.get_content_type() == "multipart/report",
         )
 
 
@@ -189,7 +199,23 @@ class MailStore:
                 message_pk = _insert_message(session, digest, size, headers)
             uid = _add_entry(session, box_id, folder, message_pk, flags)
             results.append(Delivered(address, folder, uid, duplicate=False))
+            if headers.report and folder == "INBOX":
+                self._record_receipts(session, box_id, digest)
         return results
+
+    def _record_receipts(self, session: Session, box_id: int, digest: str) -> None:
+        """A DSN or MDN delivered to a mailbox: what it says of each recipient of the original,
+        kept for the Sent view (docs/webmail.md "Receipts"). Rare and small: parsed here."""
+        for status in parse_report(self.blobs.get(digest)):
+            session.add(
+                MessageReceipt(
+                    mailbox_id=box_id,
+                    original_message_id=status.original_message_id[:998],
+                    recipient=status.recipient[:320],
+                    kind=ReceiptKind(status.kind.value),
+                    detail=status.detail[:1000],
+                )
+            )
 
     # -- reading -----------------------------------------------------------------------------
     def list_messages(

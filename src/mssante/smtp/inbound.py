@@ -161,7 +161,11 @@ class InboundHandler:
             peer_dn=peer.verification.subject_dn if peer.verification else "",
             recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else "",
         )
-        return received_header(facts, queue_id) + mssante_trace_header(facts) + raw
+        # RFC 5321 §4.4: the server making the final delivery records the envelope sender in
+        # Return-Path (RFC 8098 §2.1 compares it with Disposition-Notification-To).
+        sender = "".join((envelope.mail_from or "").split())
+        return_path = f"Return-Path: <{sender}>\r\n".encode()
+        return return_path + received_header(facts, queue_id) + mssante_trace_header(facts) + raw
 
     async def _store(
         self, message: bytes, envelope: Envelope, session: Session, peer: _PeerState, queue_id: str

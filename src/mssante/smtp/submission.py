@@ -207,43 +207,14 @@ class SubmissionHandler:
         return received_header(facts, queue_id) + raw
 
     async def _store(self, message: bytes, envelope: Envelope, login: str, queue_id: str) -> None:
-        digest = await asyncio.to_thread(self.ctx.store.blobs.put, message)
-        headers = Headers.parse(message)
-        local = [r for r in envelope.rcpt_tos if domain_of(r) in self.ctx.local_domains]
-        remote = [r for r in envelope.rcpt_tos if domain_of(r) not in self.ctx.local_domains]
-        sender = envelope.mail_from or ""
-        outgoing = OutgoingMessage(
-            digest, len(message), sender, remote, headers.message_id, login, queue_id
+        await store_submitted(
+            self.ctx,
+            message,
+            envelope.mail_from or "",
+            envelope.rcpt_tos,
+            login=login,
+            queue_id=queue_id,
         )
-
-        def work(db: DbSession) -> None:
-            if local:
-                self.ctx.store.deliver_in(db, digest, len(message), headers, local)
-            if remote:
-                self.ctx.enqueue(db, outgoing)
-            self.ctx.store.deliver_in(
-                db, digest, len(message), headers, [sender], folder="Sent", flags=["\\Seen"]
-            )
-            append(
-                db,
-                AuditRecord(
-                    AuditEvent.SUBMISSION_MESSAGE_ACCEPTED,
-                    actor=login,
-                    target=",".join(envelope.rcpt_tos),
-                    context={
-                        "queue_id": queue_id,
-                        "from": sender,
-                        "message_id": headers.message_id,
-                        "local": len(local),
-                        "remote": len(remote),
-                        "size": len(message),
-                    },
-                ),
-            )
-
-        await self.ctx.committer.run(work)
-        if remote:
-            self.ctx.notify_queue()
 
     async def _audit_delegated_send(
         self, raw: bytes, allowed: Set[str], session: Session, queue_id: str
@@ -277,6 +248,57 @@ class SubmissionHandler:
     async def handle_exception(self, error: Exception) -> str:
         self.log.warning("submission session error", error=type(error).__name__)
         return "421 4.3.0 Service not available, closing transmission channel"
+
+
+async def store_submitted(
+    ctx: SubmissionContext,
+    message: bytes,
+    sender: str,
+    recipients: Sequence[str],
+    *,
+    login: str,
+    queue_id: str,
+    via: str = "submission",
+) -> None:
+    """Store an accepted message in one durable transaction: local recipients delivered,
+    remote ones queued, a copy in the sender's Sent folder, the acceptance audited. Shared by
+    SMTP submission and the webmail (``smtp/direct.py``)."""
+    digest = await asyncio.to_thread(ctx.store.blobs.put, message)
+    headers = Headers.parse(message)
+    local = [r for r in recipients if domain_of(r) in ctx.local_domains]
+    remote = [r for r in recipients if domain_of(r) not in ctx.local_domains]
+    outgoing = OutgoingMessage(
+        digest, len(message), sender, remote, headers.message_id, login, queue_id
+    )
+    record = AuditRecord(
+        AuditEvent.SUBMISSION_MESSAGE_ACCEPTED,
+        actor=login,
+        target=",".join(recipients),
+        context={
+            "queue_id": queue_id,
+            "from": sender,
+            "message_id": headers.message_id,
+            "local": len(local),
+            "remote": len(remote),
+            "size": len(message),
+            "via": via,
+        },
+    )
+
+    def work(db: DbSession) -> None:
+        if local:
+            ctx.store.deliver_in(db, digest, len(message), headers, local)
+        if remote:
+            ctx.enqueue(db, outgoing)
+        if sender:  # a report (MDN) goes out with a null sender and keeps no copy
+            ctx.store.deliver_in(
+                db, digest, len(message), headers, [sender], folder="Sent", flags=["\\Seen"]
+            )
+        append(db, record)
+
+    await ctx.committer.run(work)
+    if remote:
+        ctx.notify_queue()
 
 
 def _login(session: Session) -> str | None:

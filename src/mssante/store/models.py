@@ -570,3 +570,57 @@ class DirectoryPublication(Base):
     published_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+# --- Webmail (docs/webmail.md) ------------------------------------------------------------------
+
+
+class WebSession(Base):
+    """A webmail session: the cookie holds a random token, this row holds its SHA-256 (a copy
+    of the table gives nobody a session). Deleted on logout, revocation, idle timeout."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    # "password", "totp", "oidc", "certificate": how the login was made. A password alone
+    # only reaches the second-factor pages ("pending" sessions, docs/webmail.md "Login").
+    method: Mapped[str] = mapped_column(String(16))
+    pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    mailbox: Mapped[str] = mapped_column(String(320), default="")  # the mailbox being read
+    language: Mapped[str] = mapped_column(String(8), default="")
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    peer: Mapped[str] = mapped_column(String(64), default="")
+    oidc_refresh: Mapped[str] = mapped_column(Text, default="")  # kept server-side only
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # token recheck
+
+
+class ReceiptKind(StrEnum):
+    """What a returned report says of one recipient (RFC 3464 actions, RFC 8098 dispositions)."""
+
+    DELIVERED = "delivered"
+    DELAYED = "delayed"
+    FAILED = "failed"
+    READ = "read"
+
+
+class MessageReceipt(Base):
+    """A delivery (DSN) or read (MDN) report about a message sent from ``mailbox_id``, recorded
+    when the report is delivered to that mailbox; the Sent view shows them per recipient."""
+
+    __tablename__ = "message_receipts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True
+    )
+    original_message_id: Mapped[str] = mapped_column(String(998), index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[ReceiptKind] = mapped_column(_enum(ReceiptKind, "receipt_kind"))
+    detail: Mapped[str] = mapped_column(String(1000), default="")
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

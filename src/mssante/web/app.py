@@ -1,0 +1,134 @@
+"""The webmail's assembly: the context from the operator's runtime, the routers, the security
+headers on every response, static files, and error pages (docs/webmail.md).
+
+The Content-Security-Policy allows scripts, styles and images from this origin only: no inline
+script, no ``eval`` (htmx is configured without it), no framing by others. A message's HTML
+body is served on its own URL with a stricter policy (``web/mail.py``, ``BODY_CSP``) and shown
+in a sandboxed iframe: two walls between a mail and the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mssante.directory.search import DirectorySearch
+from mssante.ops.folders import Folders
+from mssante.ratelimit import TokenBuckets
+from mssante.smtp.direct import DirectSubmission
+from mssante.web.account import account_router
+from mssante.web.compose import compose_router
+from mssante.web.context import PREFIX, WebContext, load_session
+from mssante.web.i18n import folder_label
+from mssante.web.login import login_router
+from mssante.web.mail import mail_router
+from mssante.web.sessions import WebSessions
+
+if TYPE_CHECKING:
+    from mssante.operator.runtime import OperatorRuntime
+
+HERE = Path(__file__).parent
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"strict-transport-security", b"max-age=31536000"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response; a response that set its own CSP keeps it.
+    Pages are never cached (``no-store``): a shared computer keeps no mail on disk."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = str(scope.get("path", "")).startswith(f"{PREFIX}/static/")
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                extra = [(k, v) for k, v in _SECURITY_HEADERS if k not in names]
+                if b"content-security-policy" not in names:
+                    extra.append((b"content-security-policy", PAGE_CSP.encode()))
+                if not static and b"cache-control" not in names:
+                    extra.append((b"cache-control", b"no-store"))
+                message["headers"] = headers + extra
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def build_context(rt: OperatorRuntime) -> WebContext:
+    settings = rt.settings
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["folder_label"] = folder_label
+    bus = getattr(rt, "bus", None)
+    if rt.submission is None:
+        raise RuntimeError("the webmail needs the submission context (start the listeners first)")
+    return WebContext(
+        settings=settings,
+        folders=Folders(rt.node.db, rt.node.blobs, notify=bus.publish if bus else None),
+        auth=rt.auth,
+        accounts=rt.accounts,
+        sessions=WebSessions(rt.node.db, settings.web),
+        submission=DirectSubmission(rt.submission),
+        whitelist=rt.sync.keeper.current,
+        local_domains=rt.local_domains,
+        directory=DirectorySearch(rt.node.db, settings.directory),
+        templates=templates,
+        audit=rt.audit,
+        login_buckets=TokenBuckets(settings.web.login_attempts_per_minute / 60.0, 10),
+        bus=bus,
+        certificates=rt.certificates,
+    )
+
+
+def install_webmail(app: FastAPI, ctx: WebContext) -> None:
+    """Routes under ``/webmail``; the security headers on every response of ``app``."""
+    app.add_middleware(SecurityHeaders)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    for router in (login_router, mail_router, compose_router, account_router):
+        app.include_router(router(ctx))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def errors(request: Request, exc: HTTPException) -> Response:
+        if not request.url.path.startswith(PREFIX):
+            return await http_exception_handler(request, exc)
+        if exc.status_code in (301, 302, 303, 307):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        if request.state.__dict__.get("web_session") is None:
+            load_session(ctx, request)
+        key = {403: "error.csrf", 404: "error.not_found"}.get(exc.status_code, "")
+        return ctx.render(
+            request,
+            "error.html",
+            exc.status_code,
+            message=key,
+            detail="" if key else str(exc.detail),
+        )

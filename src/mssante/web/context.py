@@ -1,0 +1,115 @@
+"""What every webmail route is given (one object, built at start-up from the runtime), and the
+per-request checks: who is logged in, which mailbox they read, the CSRF token.
+
+Authorization is never decided here: the routes call the folder operations with a
+:class:`~mssante.ops.folders.Caller`, and the operations refuse (decision 0007).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable, Set
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import HTTPException, Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+
+from mssante.audit.events import AuditRecord
+from mssante.auth.certificates import CertificateLogins
+from mssante.auth.service import AuthService
+from mssante.config import Settings
+from mssante.directory.search import DirectorySearch
+from mssante.imap.bus import ChangeBus
+from mssante.ops.accounts import Accounts
+from mssante.ops.folders import Caller, Folders
+from mssante.ratelimit import TokenBuckets
+from mssante.smtp.direct import DirectSubmission
+from mssante.trust.model import Whitelist
+from mssante.web.i18n import Translator, choose, translator
+from mssante.web.sessions import COOKIE, SessionInfo, WebSessions
+
+PREFIX = "/webmail"
+LOGIN_CSRF_COOKIE = "__Host-mss_login"
+LANG_COOKIE = "mss_lang"
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    folders: Folders
+    auth: AuthService
+    accounts: Accounts
+    sessions: WebSessions
+    submission: DirectSubmission
+    whitelist: Callable[[], Whitelist | None]
+    local_domains: Set[str]
+    directory: DirectorySearch
+    templates: Jinja2Templates
+    audit: Callable[[AuditRecord], Any]
+    login_buckets: TokenBuckets
+    bus: ChangeBus | None = None
+    certificates: CertificateLogins | None = None
+
+    def render(self, request: Request, name: str, status: int = 200, **values: Any) -> Response:
+        language = getattr(request.state, "language", "fr")
+        values.setdefault("session", getattr(request.state, "web_session", None))
+        return self.templates.TemplateResponse(
+            request,
+            name,
+            {"t": translator(language), "lang": language, "prefix": PREFIX, **values},
+            status_code=status,
+        )
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A logged-in request: the session, the person, the mailbox being read."""
+
+    session: SessionInfo
+    caller: Caller
+    mailbox: str
+    t: Translator
+
+
+def peer_of(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def language_of(request: Request, session: SessionInfo | None) -> str:
+    return choose(
+        session.language if session else "",
+        request.cookies.get(LANG_COOKIE),
+        request.headers.get("accept-language"),
+    )
+
+
+def to_login(request: Request, reason: str = "") -> HTTPException:
+    """Back to the login page (htmx follows ``HX-Redirect``, a browser the 303)."""
+    target = f"{PREFIX}/login" + (f"?reason={reason}" if reason else "")
+    return HTTPException(status_code=303, headers={"Location": target, "HX-Redirect": target})
+
+
+def load_session(ctx: WebContext, request: Request) -> SessionInfo | None:
+    session = ctx.sessions.load(request.cookies.get(COOKIE))
+    request.state.web_session = session
+    request.state.language = language_of(request, session)
+    return session
+
+
+def check_csrf(request: Request, expected: str, sent: str | None) -> None:
+    """Every state change carries the session's token (a form field, or the ``X-CSRF-Token``
+    header htmx adds), and comes from our own origin when the browser says where from."""
+    token = sent or request.headers.get("x-csrf-token") or ""
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise HTTPException(status_code=403, detail="csrf")
+    if not token or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise HTTPException(status_code=403, detail="csrf")
+
+
+def new_login_token() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,388 @@
+"""Reading mail in the webmail: folders, the message list, the read view, attachments, flags,
+moves, read receipts, new-mail events (docs/webmail.md "Mail").
+
+Every route goes through the folder operations with the visitor's :class:`Caller`: a message
+of a mailbox the person may not read answers 404, the same as a message that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from email.utils import getaddresses
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+
+from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.mail.reading import MessageView, attachment_bytes, parse_message
+from mssante.mail.receipts import MdnDecision, build_mdn, mdn_decision
+from mssante.ops.folders import (
+    AccessDenied,
+    FlagMode,
+    FolderError,
+    FolderInfo,
+    FolderNotFound,
+)
+from mssante.ops.receipts import statuses
+from mssante.smtp.direct import SubmissionRefused
+from mssante.web.context import PREFIX, Visit, WebContext, peer_of
+from mssante.web.login import changing, visit
+from mssante.web.sanitize import sanitize_html, text_to_html
+
+MDN_SENT_FLAG = "$MDNSent"  # RFC 3503: a receipt was sent (or declined) for this message
+FLAGGED, SEEN = "\\Flagged", "\\Seen"
+_EVENT_KEEPALIVE = 25.0  # seconds between SSE comments, under common proxy idle timeouts
+BODY_CSP = (
+    "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; "
+    "sandbox allow-popups allow-popups-to-escape-sandbox"
+)
+
+
+def not_found() -> HTTPException:
+    return HTTPException(status_code=404, detail="not_found")
+
+
+def mail_router(ctx: WebContext) -> APIRouter:
+    router = APIRouter(prefix=PREFIX)
+
+    @router.get("/")
+    def home() -> Response:
+        return RedirectResponse(f"{PREFIX}/f/INBOX", status_code=303)
+
+    @router.get("/f/{folder:path}/m/{uid}/body")
+    async def body(request: Request, folder: str, uid: int, images: int = 0) -> Response:
+        """The sanitised HTML of a message, for the read view's sandboxed iframe, with a CSP
+        of its own: no script at all, images from this server only."""
+        current = visit(ctx, request)
+        raw = await _raw(ctx, current, folder, uid)
+        view = await asyncio.to_thread(parse_message, raw)
+        html = _body_html(view, folder, uid, allow_images=bool(images))
+        page = (
+            '<!doctype html><html><head><meta charset="utf-8">'
+            '<base target="_blank"></head><body>' + html + "</body></html>"
+        )
+        return Response(page, media_type="text/html", headers={"Content-Security-Policy": BODY_CSP})
+
+    @router.get("/f/{folder:path}/m/{uid}/part/{part_id}")
+    async def part(request: Request, folder: str, uid: int, part_id: str) -> Response:
+        current = visit(ctx, request)
+        raw = await _raw(ctx, current, folder, uid)
+        found = await asyncio.to_thread(attachment_bytes, raw, part_id)
+        if found is None:
+            raise not_found()
+        attachment, content = found
+        inline = request.query_params.get("inline") == "1" and attachment.content_type.startswith(
+            "image/"
+        )
+        disposition = "inline" if inline else "attachment"
+        return Response(
+            content,
+            media_type=attachment.content_type if inline else "application/octet-stream",
+            headers={
+                "Content-Disposition": (
+                    f"{disposition}; filename*=UTF-8''{quote(attachment.filename)}"
+                ),
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+            },
+        )
+
+    @router.get("/f/{folder:path}/m/{uid}")
+    async def read(request: Request, folder: str, uid: int) -> Response:
+        current = visit(ctx, request)
+        raw = await _raw(ctx, current, folder, uid)
+        flags = await _flags(ctx, current, folder, uid)
+        if SEEN not in flags:
+            await asyncio.to_thread(
+                ctx.folders.store_flags,
+                current.caller,
+                current.mailbox,
+                folder,
+                [uid],
+                flags=[SEEN],
+                mode=FlagMode.ADD,
+            )
+        view = await asyncio.to_thread(parse_message, raw)
+        await _audit_read(ctx, current, folder, uid)
+        info = await _folder_info(ctx, current, folder)
+        return ctx.render(
+            request,
+            "message.html",
+            visit=current,
+            folder=folder,
+            uid=uid,
+            view=view,
+            flags=flags,
+            sent=info.special_use == "\\Sent",
+            statuses=_statuses(ctx, current, view) if info.special_use == "\\Sent" else [],
+            receipt=_receipt_state(view, flags, raw) if info.special_use != "\\Sent" else "",
+            folders=await _folders(ctx, current),
+            has_html=view.html is not None,
+        )
+
+    @router.get("/f/{folder:path}")
+    async def listing(
+        request: Request, folder: str, before: int | None = None, q: str = ""
+    ) -> Response:
+        current = visit(ctx, request)
+        try:
+            page = await asyncio.to_thread(
+                ctx.folders.page,
+                current.caller,
+                current.mailbox,
+                folder,
+                before=before,
+                limit=ctx.settings.web.page_size,
+                text=q.strip()[:200],
+            )
+        except (AccessDenied, FolderNotFound) as exc:
+            raise not_found() from exc
+        partial = (
+            request.headers.get("hx-request") == "true"
+            and request.headers.get("hx-target") == "message-list"
+        )
+        return ctx.render(
+            request,
+            "_list.html" if partial else "mailbox.html",
+            visit=current,
+            folder=folder,
+            page=page,
+            query=q,
+            before=before,
+            folders=[] if partial else await _folders(ctx, current),
+            mailboxes=[] if partial else await _mailboxes(ctx, current),
+        )
+
+    @router.post("/f/{folder:path}/m/{uid}/flag")
+    async def flag(
+        request: Request,
+        folder: str,
+        uid: int,
+        csrf: Annotated[str, Form(max_length=100)],
+        name: Annotated[str, Form(max_length=20)],
+        on: Annotated[int, Form()] = 1,
+    ) -> Response:
+        current = changing(ctx, request, csrf)
+        if name not in (FLAGGED, SEEN):
+            raise HTTPException(status_code=400, detail="flag")
+        await _call(
+            ctx.folders.store_flags,
+            current.caller,
+            current.mailbox,
+            folder,
+            [uid],
+            flags=[name],
+            mode=FlagMode.ADD if on else FlagMode.REMOVE,
+        )
+        target = f"{PREFIX}/f/{quote(folder)}" + ("" if name == SEEN else f"/m/{uid}")
+        return RedirectResponse(target, status_code=303)
+
+    @router.post("/f/{folder:path}/m/{uid}/move")
+    async def move(
+        request: Request,
+        folder: str,
+        uid: int,
+        csrf: Annotated[str, Form(max_length=100)],
+        to: Annotated[str, Form(max_length=200)],
+    ) -> Response:
+        current = changing(ctx, request, csrf)
+        await _call(ctx.folders.move, current.caller, current.mailbox, folder, [uid], to)
+        return RedirectResponse(f"{PREFIX}/f/{quote(folder)}", status_code=303)
+
+    @router.post("/f/{folder:path}/m/{uid}/delete")
+    async def delete(
+        request: Request, folder: str, uid: int, csrf: Annotated[str, Form(max_length=100)]
+    ) -> Response:
+        """To the Trash; from the Trash, for good (flag \\Deleted then expunge that UID)."""
+        current = changing(ctx, request, csrf)
+        if folder == "Trash":
+            await _call(
+                ctx.folders.store_flags,
+                current.caller,
+                current.mailbox,
+                folder,
+                [uid],
+                flags=["\\Deleted"],
+                mode=FlagMode.ADD,
+            )
+            await _call(ctx.folders.expunge, current.caller, current.mailbox, folder, uids=[uid])
+        else:
+            await _call(ctx.folders.move, current.caller, current.mailbox, folder, [uid], "Trash")
+        await ctx.audit(
+            AuditRecord(
+                AuditEvent.WEB_MESSAGE_DELETED,
+                actor=current.session.login,
+                target=f"{current.mailbox}/{folder}/{uid}",
+                context={"via": "web"},
+            )
+        )
+        return RedirectResponse(f"{PREFIX}/f/{quote(folder)}", status_code=303)
+
+    @router.post("/f/{folder:path}/m/{uid}/receipt")
+    async def receipt(
+        request: Request, folder: str, uid: int, csrf: Annotated[str, Form(max_length=100)]
+    ) -> Response:
+        current = changing(ctx, request, csrf)
+        raw = await _raw(ctx, current, folder, uid)
+        flags = await _flags(ctx, current, folder, uid)
+        if MDN_SENT_FLAG not in flags and mdn_decision(raw) is not MdnDecision.NONE:
+            await _send_mdn(ctx, request, current, raw)
+            await _call(
+                ctx.folders.store_flags,
+                current.caller,
+                current.mailbox,
+                folder,
+                [uid],
+                flags=[MDN_SENT_FLAG],
+                mode=FlagMode.ADD,
+            )
+        return RedirectResponse(f"{PREFIX}/f/{quote(folder)}/m/{uid}", status_code=303)
+
+    @router.post("/mailbox")
+    async def switch_mailbox(
+        request: Request,
+        csrf: Annotated[str, Form(max_length=100)],
+        address: Annotated[str, Form(max_length=320)],
+    ) -> Response:
+        """Open another mailbox the person may read (an ORG mailbox they belong to)."""
+        current = changing(ctx, request, csrf)
+        try:
+            opened = await asyncio.to_thread(ctx.folders.open, current.caller, address)
+        except AccessDenied as exc:
+            raise not_found() from exc
+        ctx.sessions.set_mailbox(current.session.token_hash, opened)
+        return RedirectResponse(f"{PREFIX}/f/INBOX", status_code=303)
+
+    @router.get("/events")
+    async def events(request: Request) -> Response:
+        """Server-sent events: ``mail`` when the mailbox being read changes (the IMAP
+        listeners' change bus; without it, the page polls)."""
+        current = visit(ctx, request)
+        if ctx.bus is None:
+            return Response(status_code=204)
+        return StreamingResponse(
+            _event_stream(ctx, request, current.mailbox),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router
+
+
+async def _event_stream(ctx: WebContext, request: Request, mailbox: str) -> AsyncIterator[str]:
+    assert ctx.bus is not None
+    yield "retry: 5000\n\n"
+    with ctx.bus.subscribe(mailbox) as waiter:
+        while not await request.is_disconnected():
+            try:
+                await asyncio.wait_for(waiter.wait(), _EVENT_KEEPALIVE)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            waiter.clear()
+            yield f"event: mail\ndata: {json.dumps({'mailbox': mailbox})}\n\n"
+
+
+async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await asyncio.to_thread(function, *args, **kwargs)
+    except (AccessDenied, FolderNotFound) as exc:
+        raise not_found() from exc
+    except FolderError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+
+
+async def _raw(ctx: WebContext, current: Visit, folder: str, uid: int) -> bytes:
+    raw = await _call(ctx.folders.body, current.caller, current.mailbox, folder, uid)
+    if raw is None:
+        raise not_found()
+    return raw  # type: ignore[no-any-return]
+
+
+async def _flags(ctx: WebContext, current: Visit, folder: str, uid: int) -> frozenset[str]:
+    entries = await _call(ctx.folders.fetch, current.caller, current.mailbox, folder, [uid])
+    if not entries:
+        raise not_found()
+    return entries[0].flags  # type: ignore[no-any-return]
+
+
+async def _folder_info(ctx: WebContext, current: Visit, folder: str) -> FolderInfo:
+    for info in await _folders(ctx, current):
+        if info.name == folder:
+            return info
+    raise not_found()
+
+
+async def _folders(ctx: WebContext, current: Visit) -> list[FolderInfo]:
+    return await _call(ctx.folders.list_folders, current.caller, current.mailbox)  # type: ignore[no-any-return]
+
+
+async def _mailboxes(ctx: WebContext, current: Visit) -> list[str]:
+    return await asyncio.to_thread(ctx.folders.mailboxes, current.caller)
+
+
+def _body_html(view: MessageView, folder: str, uid: int, *, allow_images: bool) -> str:
+    base = f"{PREFIX}/f/{quote(folder)}/m/{uid}/part/"
+    by_cid = {a.content_id: a.part_id for a in view.attachments if a.content_id}
+
+    def cid_url(content_id: str) -> str | None:
+        part_id = by_cid.get(content_id)
+        return f"{base}{part_id}?inline=1" if part_id else None
+
+    if view.html is not None:
+        # Remote images stay blocked: when asked, they are not fetched by the browser either
+        # (the body's CSP allows images from this server only).
+        return sanitize_html(view.html, cid_url=cid_url, allow_remote_images=False).html
+    return text_to_html(view.text or "")
+
+
+def _statuses(ctx: WebContext, current: Visit, view: MessageView) -> list[Any]:
+    recipients = [a for _, a in getaddresses(list(view.to) + list(view.cc)) if a]
+    return statuses(ctx.folders.db, current.mailbox, view.message_id, recipients, ctx.local_domains)
+
+
+def _receipt_state(view: MessageView, flags: frozenset[str], raw: bytes) -> str:
+    """ "" (nothing to do), "asked" (a button), "sent" (already answered)."""
+    if MDN_SENT_FLAG in flags:
+        return "sent" if view.disposition_notification_to else ""
+    return "asked" if mdn_decision(raw) is not MdnDecision.NONE else ""
+
+
+async def _send_mdn(ctx: WebContext, request: Request, current: Visit, raw: bytes) -> None:
+    """The reader asked to send the receipt: RFC 8098, sent with an empty envelope sender
+    (``MAIL FROM:<>``, §2.1) through the same submission checks (the trust space)."""
+    to, mdn = build_mdn(
+        raw,
+        reader=current.mailbox,
+        reporting_ua=f"{ctx.settings.smtp_hostname()}; mssante webmail",
+        hostname=ctx.settings.smtp_hostname(),
+    )
+    try:
+        await ctx.submission.submit_report(current.session.login, to, mdn, peer=peer_of(request))
+    except SubmissionRefused as exc:
+        raise HTTPException(status_code=400, detail=exc.public) from exc
+    await ctx.audit(
+        AuditRecord(
+            AuditEvent.MDN_SENT,
+            actor=current.session.login,
+            target=to,
+            context={"mailbox": current.mailbox, "via": "web"},
+        )
+    )
+
+
+async def _audit_read(ctx: WebContext, current: Visit, folder: str, uid: int) -> None:
+    """Reading a message of a mailbox held by delegation is traced with the person."""
+    if current.mailbox != current.session.login:
+        await ctx.audit(
+            AuditRecord(
+                AuditEvent.WEB_MESSAGE_READ,
+                actor=current.session.login,
+                target=f"{current.mailbox}/{folder}/{uid}",
+                context={"via": "web"},
+            )
+        )

@@ -1,0 +1,300 @@
+"""The webmail over real HTTPS against a running operator: login, list, read, send, drafts,
+flags, moves, shared mailboxes, the account page."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from imap_fixtures import Operator, Trust, message
+from mssante.ops.accounts import Actor
+from mssante.ops.delegation import Delegations
+from mssante.store.models import AccessRight, Account
+from webhelpers import DURAND, MARTIN, Browser, webmail_operator
+
+SECRETARIAT = "secretariat@b.mssante.test"
+
+
+@pytest.fixture
+async def op(trust: Trust, tmp_path: Path, b_database: dict[str, str]) -> AsyncIterator[Operator]:
+    async with webmail_operator(trust, tmp_path / "b", b_database) as running:
+        yield running
+
+
+async def deliver(op: Operator, raw: bytes, *to: str) -> None:
+    await asyncio.to_thread(op.deliver, raw, *to)
+
+
+def uids(page: str) -> list[int]:
+    return [int(u) for u in re.findall(r'data-uid="(\d+)"', page)]
+
+
+async def test_first_login_enrols_a_device_then_reads_the_inbox(op: Operator) -> None:
+    await deliver(op, message("Résultats d'analyse"), MARTIN)
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        page = await browser.get("/webmail/f/INBOX")
+        assert page.status_code == 200
+        assert "Boîte de réception" in page.text
+        assert "Résultats d&#39;analyse" in page.text
+        read = await browser.get(f"/webmail/f/INBOX/m/{uids(page.text)[0]}")
+        assert read.status_code == 200
+        assert "Dr Paul Durand" in read.text
+        body = await browser.get(f"/webmail/f/INBOX/m/{uids(page.text)[0]}/body")
+    assert "Cordialement." in body.text
+    assert "sandbox" in body.headers["content-security-policy"]
+    assert "script-src" not in body.headers["content-security-policy"]  # default-src 'none'
+
+
+async def test_a_password_alone_opens_nothing_but_the_enrolment(op: Operator) -> None:
+    async with Browser(op) as browser:
+        response = await browser.login()
+        assert response.headers["location"] == "/webmail/enrol"
+        inbox = await browser.get("/webmail/f/INBOX")
+    assert inbox.status_code == 303
+    assert inbox.headers["location"] == "/webmail/enrol"
+
+
+async def test_the_device_code_is_then_required(op: Operator) -> None:
+    async with Browser(op) as browser:
+        secret = await browser.login_enrolling()
+    async with Browser(op) as browser:
+        refused = await browser.login(MARTIN)
+        assert refused.status_code == 401
+        assert "Adresse ou mot de passe incorrect" in refused.text
+        import pyotp
+
+        await asyncio.sleep(_until_next_step())
+        accepted = await browser.login(MARTIN, code=pyotp.TOTP(secret).now())
+    assert accepted.status_code == 303
+    assert accepted.headers["location"] == "/webmail/"
+
+
+def _until_next_step() -> float:
+    import time
+
+    return 30 - time.time() % 30 + 0.2  # the enrolment's code may not serve twice
+
+
+async def test_the_list_pages_by_uid_newest_first(op: Operator) -> None:
+    for i in range(12):
+        await deliver(op, message(f"Message {i}"), MARTIN)
+    op.rt.settings.web.page_size = 10
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        first = await browser.get("/webmail/f/INBOX")
+        shown = uids(first.text)
+        older = re.search(r'href="/webmail/f/INBOX\?before=(\d+)"', first.text)
+        assert older, first.text
+        second = await browser.get(f"/webmail/f/INBOX?before={older.group(1)}")
+    assert shown == list(range(12, 2, -1))
+    assert uids(second.text) == [2, 1]
+
+
+async def test_search_finds_by_subject(op: Operator) -> None:
+    await deliver(op, message("Compte rendu opératoire"), MARTIN)
+    await deliver(op, message("Invitation congrès"), MARTIN)
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        found = await browser.get("/webmail/f/INBOX", params={"q": "OPÉRATOIRE".lower()})
+    assert "Compte rendu" in found.text
+    assert "Invitation" not in found.text
+
+
+async def test_send_to_a_colleague_with_an_attachment(op: Operator) -> None:
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        await browser.get("/webmail/compose")
+        sent = await browser.post(
+            "/webmail/compose",
+            {
+                "to": DURAND,
+                "subject": "Lettre de liaison",
+                "body": "Bonjour,\nCi-joint.",
+                "receipt": "on",
+                "action": "send",
+            },
+            files={"attachments": ("compte-rendu é.pdf", b"%PDF-1.4 test", "application/pdf")},
+        )
+        assert sent.status_code == 303, sent.text
+        assert sent.headers["location"].startswith("/webmail/f/Sent")
+        listing = await browser.get("/webmail/f/Sent")
+        assert "Lettre de liaison" in listing.text
+        view = await browser.get(f"/webmail/f/Sent/m/{uids(listing.text)[0]}")
+        assert 'data-status="delivered"' in view.text  # a local recipient: delivered at once
+    raw = op.rt.store.list_messages(DURAND)[0]
+    assert raw.subject == "Lettre de liaison"
+    body = await asyncio.to_thread(
+        op.rt.folders_for_tests.body if hasattr(op.rt, "folders_for_tests") else _body, op, DURAND
+    )
+    parsed = message_from_bytes(body, policy=default)
+    assert parsed["Disposition-Notification-To"] == MARTIN
+    assert parsed["X-MSS-NIL"] == "mssante-webmail"
+    names = [p.get_filename() for p in parsed.iter_attachments()]
+    assert names == ["compte-rendu é.pdf"]
+
+
+def _body(op: Operator, address: str) -> bytes:
+    from mssante.ops.folders import Caller, Folders
+
+    folders = Folders(op.rt.node.db, op.rt.node.blobs)
+    with op.rt.node.db.session() as session:
+        account = session.query(Account).filter_by(login=address).one()
+        caller = Caller(account.id, account.login)
+    page = folders.page(caller, address, "INBOX")
+    data = folders.body(caller, address, "INBOX", page.summaries[0].uid)
+    assert data is not None
+    return data
+
+
+async def test_outside_the_trust_space_is_warned_then_refused(op: Operator) -> None:
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        warning = await browser.get("/webmail/check", params={"to": f"{DURAND}, x@gmail.com"})
+        assert "x@gmail.com" in warning.text
+        assert DURAND not in warning.text
+        await browser.get("/webmail/compose")
+        refused = await browser.post(
+            "/webmail/compose",
+            {"to": "x@gmail.com", "subject": "Test", "body": "b", "action": "send"},
+        )
+    assert refused.status_code == 400
+    assert "n&#39;appartient pas à l&#39;espace de confiance MSSanté" in refused.text
+    assert op.rt.store.list_messages(MARTIN, folder="Sent") == []  # nothing half-sent
+
+
+async def test_drafts_are_saved_and_sent_later(op: Operator) -> None:
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        await browser.get("/webmail/compose")
+        saved = await browser.post(
+            "/webmail/compose",
+            {"to": DURAND, "subject": "Brouillon", "body": "à finir", "action": "save"},
+        )
+        assert saved.headers["location"] == "/webmail/f/Drafts"
+        drafts = await browser.get("/webmail/f/Drafts")
+        uid = uids(drafts.text)[0]
+        form = await browser.get(f"/webmail/compose?mode=draft&folder=Drafts&uid={uid}")
+        assert "à finir" in form.text
+        sent = await browser.post(
+            "/webmail/compose",
+            {
+                "to": DURAND,
+                "subject": "Brouillon",
+                "body": "fini",
+                "action": "send",
+                "draft_uid": str(uid),
+            },
+        )
+        assert sent.status_code == 303
+        assert uids((await browser.get("/webmail/f/Drafts")).text) == []
+
+
+async def test_reply_quotes_and_threads(op: Operator) -> None:
+    await deliver(op, message("Question", body="Pouvez-vous voir ce patient ?\r\n"), MARTIN)
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        form = await browser.get("/webmail/compose?mode=reply&folder=INBOX&uid=1")
+    assert "RE: Question" in form.text
+    assert "&gt; Pouvez-vous voir ce patient ?" in form.text
+    assert 'name="in_reply_to" value="&lt;' in form.text
+
+
+async def test_flag_move_and_delete(op: Operator) -> None:
+    await deliver(op, message("A classer"), MARTIN)
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        await browser.get("/webmail/f/INBOX/m/1")
+        flagged = await browser.post("/webmail/f/INBOX/m/1/flag", {"name": "\\Flagged", "on": "1"})
+        assert flagged.status_code == 303
+        assert "flagged" in (await browser.get("/webmail/f/INBOX")).text
+        await browser.get("/webmail/f/INBOX/m/1")
+        moved = await browser.post("/webmail/f/INBOX/m/1/move", {"to": "Archive"})
+        assert moved.status_code == 303
+        assert uids((await browser.get("/webmail/f/INBOX")).text) == []
+        archived = uids((await browser.get("/webmail/f/Archive")).text)
+        assert len(archived) == 1
+        await browser.post(f"/webmail/f/Archive/m/{archived[0]}/delete")
+        trash = uids((await browser.get("/webmail/f/Trash")).text)
+        assert len(trash) == 1
+        await browser.post(f"/webmail/f/Trash/m/{trash[0]}/delete")
+        assert uids((await browser.get("/webmail/f/Trash")).text) == []
+
+
+async def test_a_member_reads_and_sends_as_the_shared_mailbox(op: Operator) -> None:
+    delegations = Delegations(op.rt.node.db)
+    delegations.create_org(SECRETARIAT, "Secrétariat", Actor("test"))
+    delegations.grant(SECRETARIAT, MARTIN, AccessRight.SEND, Actor("test"))
+    await deliver(op, message("Pour le secrétariat", To=SECRETARIAT), SECRETARIAT)
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        switched = await browser.post("/webmail/mailbox", {"address": SECRETARIAT})
+        assert switched.status_code == 303
+        inbox = await browser.get("/webmail/f/INBOX")
+        assert "Pour le secrétariat" in inbox.text
+        await browser.get(f"/webmail/f/INBOX/m/{uids(inbox.text)[0]}")
+        await browser.get("/webmail/compose")
+        sent = await browser.post(
+            "/webmail/compose",
+            {
+                "sender": SECRETARIAT,
+                "to": DURAND,
+                "subject": "Rendez-vous",
+                "body": "b",
+                "action": "send",
+            },
+        )
+        assert sent.status_code == 303, sent.text
+    received = message_from_bytes(_body(op, DURAND), policy=default)
+    assert received["From"] == SECRETARIAT
+    assert received["Sender"] == MARTIN  # RFC 5322 §3.6.2: the person behind it
+    events = [(e, actor, ctx) for e, actor, ctx in op.audit_events()]
+    assert ("mailbox.delegated_send", MARTIN) in [(e, a) for e, a, _ in events]
+    assert ("web.message_read", MARTIN) in [(e, a) for e, a, _ in events]
+
+
+async def test_account_page_app_password_and_sessions(op: Operator) -> None:
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        page = await browser.get("/webmail/account")
+        assert "Mots de passe d&#39;application" in page.text
+        created = await browser.post("/webmail/account/app-passwords", {"label": "Thunderbird"})
+        secret = re.search(r'data-testid="app-password">([^<]+)<', created.text)
+        assert secret, created.text
+        principal = await op.rt.auth.check_password_async(
+            MARTIN, secret.group(1), peer="127.0.0.1", protocol="imap"
+        )
+        assert principal is not None and principal.method.value == "app_password"
+        sessions = re.findall(
+            r'data-testid="session"', (await browser.get("/webmail/account")).text
+        )
+        assert len(sessions) == 1
+        everywhere = await browser.post("/webmail/logout-everywhere")
+        assert everywhere.headers["location"] == "/webmail/login"
+        assert (await browser.get("/webmail/f/INBOX")).status_code == 303
+
+
+async def test_a_disabled_account_loses_its_session_at_the_next_request(op: Operator) -> None:
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        assert (await browser.get("/webmail/f/INBOX")).status_code == 200
+        with op.rt.node.db.session() as session:
+            session.execute(update(Account).where(Account.login == MARTIN).values(disabled=True))
+        after = await browser.get("/webmail/f/INBOX")
+    assert after.status_code == 303
+    assert after.headers["location"] == "/webmail/login?reason=expired"
+
+
+async def test_english_is_available(op: Operator) -> None:
+    async with Browser(op) as browser:
+        page = await browser.get("/webmail/login", headers={"Accept-Language": "en-GB,en;q=0.9"})
+        assert "Log in" in page.text
+        french = await browser.get("/webmail/login", headers={"Accept-Language": "de, fr;q=0.5"})
+        assert "Connexion" in french.text
