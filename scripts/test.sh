@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="openssl swaks libnet-ssleay-perl postfix isync offlineimap3 neomutt tmux"
+APT_PACKAGES="openssl swaks libnet-ssleay-perl postfix isync offlineimap3 neomutt tmux chromium"
 PG_URL="${MSSANTE_TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 
 install_debian_packages() {

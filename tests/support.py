@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -110,3 +111,12 @@ def serving(config: Any) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def output_folder(name: str) -> Path:
+    """A folder kept after the run for a test's artefacts (screenshots): ``$MSSANTE_TEST_OUTPUT``
+    or ``test-output/`` at the repository's root, then ``name``."""
+    root = os.environ.get("MSSANTE_TEST_OUTPUT") or str(Path(__file__).parents[1] / "test-output")
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

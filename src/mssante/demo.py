@@ -338,6 +338,7 @@ def _write_operator(
         "certificate": str(cert.cert),
         "endpoints": {k: f"127.0.0.1:{v}" for k, v in ports.items()},
         "directory_search": f"https://127.0.0.1:{ports['web']}/directory/search",
+        "webmail": f"https://127.0.0.1:{ports['web']}/webmail/",
         "accounts": [],
     }
 

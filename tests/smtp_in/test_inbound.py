@@ -74,8 +74,29 @@ async def test_a_listed_operator_delivers_over_mutual_tls(
         'dn="CN=smtp.a.mssante.test,OU=341459958900028,O=OPERATEUR A,ST=Gironde (33),C=FR"' in head
     )
     assert "mutual-tls=yes" in head and "tls=TLSv1.3" in head
-    assert head.startswith("Received: from smtp.a.mssante.test ([127.0.0.1]) (using TLSv1.3")
+    # RFC 5321 §4.4: the final delivery records the envelope sender, then the trace.
+    assert head.startswith(
+        "Return-Path: <dr.durand@a.mssante.test>\r\n"
+        "Received: from smtp.a.mssante.test ([127.0.0.1]) (using TLSv1.3"
+    )
     assert "smtp.message_accepted" in _events(operator_b)
+
+
+async def test_a_report_with_the_null_sender_is_accepted_from_a_listed_operator(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
+    """Delivery and read reports travel with ``MAIL FROM:<>`` (RFC 5321 §4.5.5, RFC 8098
+    §2.1): no domain to check, only the peer's DN, which must be listed for some domain."""
+
+    def steps(c: Client) -> list[tuple[int, str]]:
+        replies = [c.cmd("MAIL FROM:<>"), c.cmd(f"RCPT TO:<{MARTIN}>")]
+        replies.append(c.data(message("mailer-daemon@a.mssante.test", MARTIN, "Accuse de lecture")))
+        return replies
+
+    replies = await _session(operator_b, space, space.a, steps)
+    assert [code for code, _ in replies] == [250, 250, 250], replies
+    raw = operator_b.store.read(operator_b.store.list_messages(MARTIN)[0].blob_sha256)
+    assert raw.startswith(b"Return-Path: <>\r\n")
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import getpass
 from pathlib import Path
 
@@ -128,6 +130,21 @@ def totp_confirm(config_path: Path | None, address: str, code: str) -> None:
     finally:
         node.close()
     click.echo(f"TOTP active for {address.strip().lower()}")
+
+
+@totp_group.command(name="code")
+@click.argument("secret")
+@friendly_errors
+def totp_code(secret: str) -> None:
+    """Print the current code of a device key SECRET (base32), as an authenticator app would:
+    for trying the demo without a phone. Never type a real account's key on a shared machine."""
+    from mssante.auth import totp  # noqa: PLC0415 - keeps `mssante --help` fast
+
+    key = "".join(secret.split()).upper()
+    try:
+        click.echo(totp.code_for(key, totp.step_at(time.time())))
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException("not a base32 TOTP key / clé TOTP invalide") from exc
 
 
 @group.group(name="app-password")

@@ -83,6 +83,7 @@ def _summary(info: dict[str, Any], root: Path) -> None:
     for op in info["operators"]:
         click.echo(f"  Opérateur / operator     {op['domain']:<28} config {op['config']}")
         ends = op["endpoints"]
+        click.echo(f"      Webmail {op['webmail']}")
         click.echo(
             f"      IMAP {ends['imap']} (STARTTLS), {ends['imaps']} (TLS);"
             f" SMTP submission {ends['submission']} (STARTTLS), {ends['submissions']} (TLS)"
@@ -99,6 +100,12 @@ def _summary(info: dict[str, Any], root: Path) -> None:
             click.echo(f"  {acc['address']:<48} mot de passe / password: {acc['password']}")
     click.echo("")
     click.echo("Essayez / try:")
+    click.echo(
+        f"  Webmail: {nord['webmail']} (certificat de test : acceptez l'avertissement du "
+        "navigateur / test certificate: accept the browser's warning). À la première connexion, "
+        "enregistrez le code TOTP (application d'authentification, ou "
+        f"`{me} account totp code CLÉ`) / at first login, enrol the TOTP code."
+    )
     click.echo(
         f"  MSSANTE_PASSWORD='{sender['password']}' {me} send --config {nord['config']} "
         f"--from {sender['address']} --to {recipient['address']} --subject 'Bonjour' --body 'Premier message'"

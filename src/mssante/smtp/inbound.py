@@ -85,7 +85,7 @@ class InboundHandler:
         refusal = check_peer_certificate(peer.verification)
         if refusal is None and peer.verification is not None:
             refusal = check_sender_domain(
-                self.ctx.whitelist(), address, peer.verification.subject_dn
+                self.ctx.whitelist(), _reverse_path(address), peer.verification.subject_dn
             )
         if refusal is not None:
             return await self._refuse(server, session, refusal, address)
@@ -163,7 +163,7 @@ class InboundHandler:
         )
         # RFC 5321 §4.4: the server making the final delivery records the envelope sender in
         # Return-Path (RFC 8098 §2.1 compares it with Disposition-Notification-To).
-        sender = "".join((envelope.mail_from or "").split())
+        sender = _reverse_path("".join((envelope.mail_from or "").split()))
         return_path = f"Return-Path: <{sender}>\r\n".encode()
         return return_path + received_header(facts, queue_id) + mssante_trace_header(facts) + raw
 
@@ -269,3 +269,9 @@ def _audit_hook(ctx: InboundContext) -> Callable[[AuditEvent, str, Any], Any]:
         await ctx.audit(AuditRecord(event, actor=peer, target="", context={"reply": line[:300]}))
 
     return hook
+
+
+def _reverse_path(address: str) -> str:
+    """aiosmtpd hands the null reverse-path (``MAIL FROM:<>``, RFC 5321 §4.5.5: delivery and
+    read reports) as ``"<>"``, and needs it non-empty; the checks and headers want ``""``."""
+    return "" if address == "<>" else address
