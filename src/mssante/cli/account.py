@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import getpass
+import time
 from pathlib import Path
 
 import click
