@@ -539,6 +539,23 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def bootstrap_interval(
+    small: list[float], large: list[float], rounds: int = 2000, seed: int = 1
+) -> list[float]:
+    """A 90 % interval of the p95 ratio large / small, by resampling both sets (how much of
+    the ratio is the luck of the draw on a machine shared with other work)."""
+    rng = random.Random(seed)
+
+    def p95(values: list[float]) -> float:
+        ordered = sorted(rng.choices(values, k=len(values)))
+        return ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+
+    if not small or not large:
+        return [0.0, 0.0]
+    ratios = sorted(p95(large) / p95(small) for _ in range(rounds))
+    return [round(ratios[int(0.05 * rounds)], 3), round(ratios[int(0.95 * rounds) - 1], 3)]
+
+
 def summarise(
     samples: dict[tuple[str, str], list[Timing]], cases: list[Case]
 ) -> dict[str, dict[str, Any]]:
@@ -565,6 +582,10 @@ def summarise(
         app_small = entry[small.name]["app"]["p95_ms"]
         app_ratio = entry[large.name]["app"]["p95_ms"] / app_small if app_small else float("inf")
         entry["ratio_p95"] = round(ratio, 3)
+        entry["ratio_p95_interval"] = bootstrap_interval(
+            [t.wall_ms for t in samples[kind, small.name]],
+            [t.wall_ms for t in samples[kind, large.name]],
+        )
         if kind == "recipients":
             entry["empty"] = sum(1 for t in samples[kind, small.name] if t.suggestions == 0)
         entry["ratio_p50"] = round(
@@ -626,6 +647,9 @@ def table(figures: dict[str, Any]) -> str:
                     f"p95 {'PASS' if entry['p95_ok'] else 'FAIL'} (< {GOAL_P95_MS:.0f} ms)"
                 )
             lines.append(row(f"{stat[:3]}, ms", s["wall"][stat], g["wall"][stat], verdict))
+        low, high = entry["ratio_p95_interval"]
+        interval = f"{low:.2f}–{high:.2f}x"
+        lines.append(f"  {'p95 ratio, 90 % bootstrap interval':<{width - 2}}{'':26}{interval:>13}")
         for stat in ("p50_ms", "p95_ms"):
             lines.append(row(f"{stat[:3]} in the app, ms", s["app"][stat], g["app"][stat]))
         if kind == "read":

@@ -204,6 +204,12 @@ class WebSettings(BaseModel):
         description="Ask the browser for a CPS-like certificate (TLS client authentication, "
         "optional) so that a card holder logs in without a password",
     )
+    oidc_client_id: str = Field(
+        "",
+        description="The webmail's client id at the OIDC issuer ([oidc] issuer), a public "
+        "client (authorization code with PKCE) whose redirect URI is "
+        "https://<this listener>/webmail/oidc/callback. Empty: no Pro Santé Connect button",
+    )
     login_attempts_per_minute: float = Field(
         10.0, gt=0, description="Webmail login attempts per client address and minute"
     )

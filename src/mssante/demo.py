@@ -215,6 +215,10 @@ def _write_oidc(
     folder.mkdir(parents=True, exist_ok=True)
     authority_tls = load_settings(authority_cfg).tls  # the same "localhost" certificate
     resource_servers = {}
+    webmail_clients = {
+        webmail_client_id(Path(e["config"]).parent.name): [f"{e['webmail']}oidc/callback"]
+        for e in operators
+    }
     for entry in operators:
         secret = secrets.token_urlsafe(32)
         secret_file = Path(entry["config"]).parent / "oidc-client-secret"
@@ -233,13 +237,17 @@ def _write_oidc(
             "issuer": layout.oidc_issuer,
             "listen_host": "127.0.0.1",
             "listen_port": layout.oidc_port,
-            "clients": {DEMO_CLIENT_ID: [DEMO_REDIRECT_URI]},
+            "clients": {DEMO_CLIENT_ID: [DEMO_REDIRECT_URI], **webmail_clients},
             "resource_servers": resource_servers,
             "account_configs": [entry["config"] for entry in operators],
         },
     }
     (folder / "oidc.toml").write_text(_toml(config))
     return folder / "oidc.toml"
+
+
+def webmail_client_id(slug: str) -> str:
+    return f"webmail-{slug}"
 
 
 def _append_oidc_client(config: Path, issuer: str, client_id: str, secret_file: Path) -> None:
@@ -320,7 +328,12 @@ def _write_operator(
             "routes": routes,
             "retry_schedule": [5, 15, 60, 300],
         },
-        "web": {"listen_host": "127.0.0.1", "port": ports["web"]},
+        # The webmail logs in with the local provider too (a public client, PKCE).
+        "web": {
+            "listen_host": "127.0.0.1",
+            "port": ports["web"],
+            "oidc_client_id": webmail_client_id(op.slug),
+        },
         "imap": {
             "listen_host": "127.0.0.1",
             "port": ports["imap"],  # STARTTLS

@@ -1,6 +1,7 @@
 """The issue's browser acceptance, in the demo's trust space and a real Chromium: Hélène
 (hopital-nord) logs in to her webmail, finds Paul (cabinet-sud) in the directory, writes to him
-with an attachment and a read-receipt request; Paul logs in to his operator's webmail, reads it,
+with an attachment and a read-receipt request; Paul logs in to his operator's webmail through
+the Pro Santé Connect stand-in (OIDC), reads it,
 downloads the attachment and sends the receipt; Hélène's Sent view then says "lu".
 
 Debian's Chromium, driven by Playwright (never ``playwright install``). Screenshots of each step
@@ -62,6 +63,21 @@ def log_in(page: Page, webmail: str, account: dict[str, str], steps: Steps, who:
     page.wait_for_url(re.compile(r"/webmail/f/INBOX"))
 
 
+def log_in_with_pro_sante_connect(
+    page: Page, webmail: str, account: dict[str, str], steps: Steps, who: str
+) -> None:
+    """Through the local provider standing in for Pro Santé Connect (code flow with PKCE)."""
+    page.goto(webmail)
+    page.wait_for_url(re.compile(r"/webmail/login"))
+    page.get_by_test_id("oidc").click()
+    page.wait_for_url(re.compile(r"/authorize"))
+    page.get_by_label("Identifiant (adresse)").fill(account["address"])
+    page.get_by_label("Mot de passe").fill(account["password"])
+    steps.shot(page, f"{who}-pro-sante-connect")
+    page.locator("button[value=password]").click()
+    page.wait_for_url(re.compile(r"/webmail/f/INBOX"))
+
+
 def until(check: Callable[[], bool], what: str, page: Page) -> None:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
@@ -119,7 +135,7 @@ def test_a_letter_with_attachment_and_read_receipt_between_operators(
     # Paul, at the other operator.
     reader = chromium.new_context(ignore_https_errors=True, locale="fr-FR")
     paul_page = reader.new_page()
-    log_in(paul_page, sud["webmail"], paul, steps, "paul")
+    log_in_with_pro_sante_connect(paul_page, sud["webmail"], paul, steps, "paul")
 
     def arrived() -> bool:
         paul_page.reload()

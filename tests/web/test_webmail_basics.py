@@ -298,3 +298,48 @@ async def test_english_is_available(op: Operator) -> None:
         assert "Log in" in page.text
         french = await browser.get("/webmail/login", headers={"Accept-Language": "de, fr;q=0.5"})
         assert "Connexion" in french.text
+
+
+async def test_a_message_about_a_patient_carries_the_xdm_and_the_headers(op: Operator) -> None:
+    import io
+    import zipfile
+
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        await browser.get("/webmail/compose")
+        form = {
+            "to": DURAND,
+            "subject": "",
+            "body": "Compte rendu joint.",
+            "action": "send",
+            "patient": "on",
+            "patient_ins": "2 55 08 14 168 025 38",
+            "patient_kind": "NIR",
+            "patient_family_name": "Dupont",
+            "patient_given_names": "Marie Louise",
+            "patient_birth_date": "1955-08-14",
+            "patient_sex": "F",
+            "patient_label": "Compte rendu opératoire",
+        }
+        sent = await browser.post(
+            "/webmail/compose",
+            form,
+            files={"attachments": ("cr.pdf", b"%PDF-1.4 cr", "application/pdf")},
+        )
+        assert sent.status_code == 303, sent.text
+        refused = await browser.post(
+            "/webmail/compose", {**form, "patient_ins": "2 55 08 14 168 025 39"}
+        )
+    assert refused.status_code == 400  # a wrong key: said, and nothing sent
+    assert "INS" in refused.text
+    received = message_from_bytes(_body(op, DURAND), policy=default)
+    assert received["Subject"] == "XDM/1.0/DDM+Compte rendu opératoire DUPONT Marie 14/08/1955"
+    assert received["X-MSS-INS"] == "O"
+    assert received["X-MSS-NIL"] == "mssante-webmail"
+    assert received["Disposition-Notification-To"] == MARTIN  # on by default for a patient
+    files = {p.get_filename(): p.get_content() for p in received.iter_attachments()}
+    assert files["cr.pdf"] == b"%PDF-1.4 cr"
+    package = zipfile.ZipFile(io.BytesIO(files["IHE_XDM.zip"]))
+    metadata = package.read("IHE_XDM/SUBSET01/METADATA.XML").decode()
+    assert "255081416802538^^^&amp;1.2.250.1.213.1.4.8&amp;ISO" in metadata
+    assert len(op.rt.store.list_messages(DURAND)) == 1

@@ -192,6 +192,21 @@ class BearerValidator:
             raise BearerError(BearerFailure.BAD_SIGNATURE, type(exc).__name__) from None
         return self._check_claims(dict(decoded.claims))
 
+    async def exchange_code(
+        self, code: str, *, client_id: str, redirect_uri: str, verifier: str
+    ) -> dict[str, Any]:
+        """The tokens for an authorization code (RFC 6749 §4.1.3, with the PKCE verifier of
+        RFC 7636 §4.5), for a public client such as the webmail: no client secret is sent."""
+        endpoint = self.settings.token_endpoint or f"{self.issuer}/token"
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": client_id,
+            "code_verifier": verifier,
+        }
+        return await self._request("POST", endpoint, form, authenticate=False)
+
     async def is_still_valid(self, token_id: str) -> bool:
         """Whether a session opened with the token ``token_id`` (its jti) may go on.
 
@@ -348,10 +363,16 @@ class BearerValidator:
     async def _post_json(self, url: str, form: dict[str, str]) -> dict[str, Any]:
         return await self._request("POST", url, form)
 
-    async def _request(self, method: str, url: str, form: dict[str, str] | None) -> dict[str, Any]:
-        auth = (
-            (self.settings.client_id, self._secret) if form is not None and self._secret else None
-        )
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        form: dict[str, str] | None,
+        *,
+        authenticate: bool = True,
+    ) -> dict[str, Any]:
+        secret = self._secret if authenticate else None
+        auth = (self.settings.client_id, secret) if form is not None and secret else None
         try:
             async with httpx.AsyncClient(
                 verify=self._tls,

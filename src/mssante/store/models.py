@@ -594,10 +594,22 @@ class WebSession(Base):
     language: Mapped[str] = mapped_column(String(8), default="")
     user_agent: Mapped[str] = mapped_column(String(300), default="")
     peer: Mapped[str] = mapped_column(String(64), default="")
-    oidc_refresh: Mapped[str] = mapped_column(Text, default="")  # kept server-side only
+    oidc_token_id: Mapped[str] = mapped_column(String(200), default="")  # jti, rechecked
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     checked_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # token recheck
+
+
+class WebLogin(Base):
+    """An OIDC login under way (authorization code with PKCE, RFC 7636): what the callback
+    needs, found by the hash of ``state``; used once, valid a few minutes."""
+
+    __tablename__ = "web_logins"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    verifier: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ReceiptKind(StrEnum):

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth.app_passwords import AppPasswordError
+from mssante.errors import NotFoundError
 from mssante.ops.accounts import Actor
 from mssante.web.context import PREFIX, Visit, WebContext, peer_of
 from mssante.web.login import changing, visit
@@ -27,8 +28,8 @@ def account_router(ctx: WebContext) -> APIRouter:
     @router.post("/account/app-passwords")
     async def add_app_password(
         request: Request,
-        csrf: Annotated[str, Form(max_length=100)],
         label: Annotated[str, Form(max_length=100)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         current = changing(ctx, request, csrf)
         try:
@@ -41,7 +42,7 @@ def account_router(ctx: WebContext) -> APIRouter:
 
     @router.post("/account/app-passwords/{ident}/revoke")
     async def revoke_app_password(
-        request: Request, ident: str, csrf: Annotated[str, Form(max_length=100)]
+        request: Request, ident: str, csrf: Annotated[str, Form(max_length=100)] = ""
     ) -> Response:
         current = changing(ctx, request, csrf)
         try:
@@ -53,11 +54,13 @@ def account_router(ctx: WebContext) -> APIRouter:
             )
         except AppPasswordError as exc:
             return await _page(ctx, request, current, error=str(exc), status=400)
+        except NotFoundError as exc:  # not one of this account's app passwords
+            return await _page(ctx, request, current, error=str(exc), status=404)
         return RedirectResponse(f"{PREFIX}/account", status_code=303)
 
     @router.post("/account/sessions/{prefix}/end")
     async def end_session(
-        request: Request, prefix: str, csrf: Annotated[str, Form(max_length=100)]
+        request: Request, prefix: str, csrf: Annotated[str, Form(max_length=100)] = ""
     ) -> Response:
         current = changing(ctx, request, csrf)
         if ctx.sessions.end_one(current.session.account_id, prefix):

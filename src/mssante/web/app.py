@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +30,7 @@ from mssante.web.context import PREFIX, WebContext, load_session
 from mssante.web.i18n import folder_label
 from mssante.web.login import login_router
 from mssante.web.mail import mail_router
+from mssante.web.oidc_login import oidc_router, recheck
 from mssante.web.sessions import WebSessions
 
 if TYPE_CHECKING:
@@ -103,9 +104,14 @@ def build_context(rt: OperatorRuntime) -> WebContext:
         directory=DirectorySearch(rt.node.db, settings.directory),
         templates=templates,
         audit=rt.audit,
-        login_buckets=TokenBuckets(settings.web.login_attempts_per_minute / 60.0, 10),
+        # a minute's worth at most at once: a burst of 10 let a setting of 3 allow 10
+        login_buckets=TokenBuckets(
+            settings.web.login_attempts_per_minute / 60.0,
+            max(1.0, settings.web.login_attempts_per_minute),
+        ),
         bus=bus,
         certificates=rt.certificates,
+        bearer=rt.bearer,
     )
 
 
@@ -113,8 +119,12 @@ def install_webmail(app: FastAPI, ctx: WebContext) -> None:
     """Routes under ``/webmail``; the security headers on every response of ``app``."""
     app.add_middleware(SecurityHeaders)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for router in (login_router, mail_router, compose_router, account_router):
-        app.include_router(router(ctx))
+
+    async def rechecking(request: Request) -> None:
+        await recheck(ctx, request)
+
+    for router in (login_router, oidc_router, mail_router, compose_router, account_router):
+        app.include_router(router(ctx), dependencies=[Depends(rechecking)])
 
     @app.exception_handler(StarletteHTTPException)
     async def errors(request: Request, exc: HTTPException) -> Response:

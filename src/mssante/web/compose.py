@@ -39,6 +39,7 @@ from mssante.smtp.direct import SubmissionRefused
 from mssante.smtp.policy import check_submission_recipient, domain_of
 from mssante.web.context import PREFIX, Visit, WebContext, peer_of
 from mssante.web.login import changing, visit
+from mssante.web.mail import UID_MAX, check_names
 
 SOFTWARE = "mssante-webmail"  # X-MSS-NIL: the sending software's reference (BRIEF §7)
 _MAX_RECIPIENTS_FIELD = 20_000
@@ -81,6 +82,7 @@ def compose_router(ctx: WebContext) -> APIRouter:
         request: Request, mode: str = "new", folder: str = "", uid: int = 0, to: str = ""
     ) -> Response:
         current = visit(ctx, request)
+        check_names(folder, uid)
         draft = Draft(sender=current.mailbox, to=to[:2000])
         if mode != "new" and folder and uid:
             raw = await _raw(ctx, current, folder, uid)
@@ -229,7 +231,7 @@ def _draft_of(form: FormData, current: Visit) -> Draft:
         references=_text(form, "references", 5000),
         receipt=_text(form, "receipt") == "on",
         forward=_text(form, "forward", 300),
-        draft_uid=int(uid) if uid.isdigit() else None,
+        draft_uid=int(uid) if uid.isdecimal() and int(uid) <= UID_MAX else None,
         patient=patient if _text(form, "patient") == "on" else {},
     )
 
@@ -281,7 +283,7 @@ def _build(
     msg.set_content(draft.body or "\n")
     subject = draft.subject
     if draft.patient:
-        subject = _patient_part(msg, current, draft, files)
+        subject = _patient_part(ctx, msg, current, draft, files)
     else:
         for upload in files:
             _attach(msg, upload.filename, upload.content_type, upload.content)
@@ -300,7 +302,7 @@ def _attach(msg: EmailMessage, filename: str, content_type: str, content: bytes)
 
 def _attach_forwarded(ctx: WebContext, current: Visit, msg: EmailMessage, forward: str) -> None:
     folder, _, uid = forward.rpartition("/")
-    if not uid.isdigit():
+    if not uid.isdecimal() or int(uid) > UID_MAX or not folder.isprintable():
         return
     try:
         raw = ctx.folders.body(current.caller, current.mailbox, folder, int(uid))
@@ -312,7 +314,9 @@ def _attach_forwarded(ctx: WebContext, current: Visit, msg: EmailMessage, forwar
         )
 
 
-def _patient_part(msg: EmailMessage, current: Visit, draft: Draft, files: Sequence[Upload]) -> str:
+def _patient_part(
+    ctx: WebContext, msg: EmailMessage, current: Visit, draft: Draft, files: Sequence[Upload]
+) -> str:
     """BRIEF §7: the documents as they are plus the IHE_XDM.zip with the patient's INS; the
     subject ``XDM/1.0/DDM+…``; ``X-MSS-INS`` (and ``X-MSS-NIL``, already set)."""
     patient = _patient(draft.patient)
@@ -322,11 +326,14 @@ def _patient_part(msg: EmailMessage, current: Visit, draft: Draft, files: Sequen
         documents = [Document("message.txt", body, "text/plain", draft.subject or "Message")]
     for upload in files:
         _attach(msg, upload.filename, upload.content_type, upload.content)
+    author = ctx.accounts.get(current.session.login)
     package = build_xdm(
         patient,
         documents,
         author=current.session.login,
-        author_id_nat="",
+        # The writer's idNat (RPPS/ADELI); an account without one (an application) is named
+        # by its operator's structure.
+        author_id_nat=author.id_nat or ctx.settings.operator.structure_id or "inconnu",
         created=datetime.now(UTC),
     )
     msg.add_attachment(package, maintype="application", subtype="zip", filename="IHE_XDM.zip")

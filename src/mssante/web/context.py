@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from mssante.audit.events import AuditRecord
+from mssante.auth.bearer import BearerValidator
 from mssante.auth.certificates import CertificateLogins
 from mssante.auth.service import AuthService
 from mssante.config import Settings
@@ -53,6 +54,7 @@ class WebContext:
     login_buckets: TokenBuckets
     bus: ChangeBus | None = None
     certificates: CertificateLogins | None = None
+    bearer: BearerValidator | None = None  # OIDC logins (web/oidc_login.py)
 
     def render(self, request: Request, name: str, status: int = 200, **values: Any) -> Response:
         language = getattr(request.state, "language", "fr")

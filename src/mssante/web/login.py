@@ -79,6 +79,7 @@ def login_router(ctx: WebContext) -> APIRouter:
             csrf=token,
             message="login.expired" if reason == "expired" else "",
             certificates=ctx.certificates is not None and ctx.settings.web.client_certificates,
+            oidc=ctx.bearer is not None and bool(ctx.settings.web.oidc_client_id),
         )
         response.set_cookie(
             LOGIN_CSRF_COOKIE, token, secure=True, httponly=True, samesite="strict", path="/"
@@ -99,10 +100,10 @@ def login_router(ctx: WebContext) -> APIRouter:
             raise HTTPException(status_code=403, detail="csrf")
         peer = peer_of(request)
         if ctx.login_buckets.take(peer):
-            return _again(ctx, request, "login.throttled", address, 429)
+            return refuse_login(ctx, request, "login.throttled", 429, address)
         principal = await _check(ctx, address, password, code.strip(), peer)
         if principal is None:
-            return _again(ctx, request, "login.failed", address, 401)
+            return refuse_login(ctx, request, "login.failed", 401, address)
         return await _open(ctx, request, principal, pending=_needs_enrolment(ctx, principal))
 
     @router.get("/certificate")
@@ -117,7 +118,7 @@ def login_router(ctx: WebContext) -> APIRouter:
                 chain, None, peer=peer_of(request), protocol=AuthProtocol.WEB
             )
         if result is None:
-            return _again(ctx, request, "login.no_certificate", "", 401)
+            return refuse_login(ctx, request, "login.no_certificate", 401)
         token = await open_session(
             ctx, request, _as_principal(result), "certificate", pending=False
         )
@@ -136,7 +137,7 @@ def login_router(ctx: WebContext) -> APIRouter:
     async def enrol(
         request: Request,
         code: Annotated[str, Form(max_length=16)],
-        csrf: Annotated[str, Form(max_length=100)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         session = _pending_or_full(ctx, request)
         check_csrf(request, session.csrf_token, csrf)
@@ -203,7 +204,13 @@ def _needs_enrolment(ctx: WebContext, principal: Principal) -> bool:
 
 
 async def open_session(
-    ctx: WebContext, request: Request, principal: Principal, method: str, *, pending: bool = False
+    ctx: WebContext,
+    request: Request,
+    principal: Principal,
+    method: str,
+    *,
+    pending: bool = False,
+    oidc_token_id: str = "",
 ) -> str:
     caller = Caller(principal.account_id, principal.login, {})
     mailbox = await asyncio.to_thread(ctx.folders.default_mailbox, caller)
@@ -223,6 +230,7 @@ async def open_session(
         user_agent=request.headers.get("user-agent", ""),
         peer=peer_of(request),
         language=getattr(request.state, "language", ""),
+        oidc_token_id=oidc_token_id,
     )
 
 
@@ -236,7 +244,10 @@ async def _open(
     return response
 
 
-def _again(ctx: WebContext, request: Request, message: str, address: str, status: int) -> Response:
+def refuse_login(
+    ctx: WebContext, request: Request, message: str, status: int, address: str = ""
+) -> Response:
+    """The login page again, with why (never which of the address or password was wrong)."""
     token = new_login_token()
     response = ctx.render(
         request,
@@ -246,6 +257,7 @@ def _again(ctx: WebContext, request: Request, message: str, address: str, status
         message=message,
         address=address,
         certificates=ctx.certificates is not None and ctx.settings.web.client_certificates,
+        oidc=ctx.bearer is not None and bool(ctx.settings.web.oidc_client_id),
     )
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, secure=True, httponly=True, samesite="strict", path="/"

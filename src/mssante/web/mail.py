@@ -33,6 +33,7 @@ from mssante.web.context import PREFIX, Visit, WebContext, peer_of
 from mssante.web.login import changing, visit
 from mssante.web.sanitize import sanitize_html, text_to_html
 
+UID_MAX = 2**32 - 1  # RFC 9051 §9: a UID is a 32-bit nz-number
 MDN_SENT_FLAG = "$MDNSent"  # RFC 3503: a receipt was sent (or declined) for this message
 FLAGGED, SEEN = "\\Flagged", "\\Seen"
 _EVENT_KEEPALIVE = 25.0  # seconds between SSE comments, under common proxy idle timeouts
@@ -47,6 +48,14 @@ def not_found() -> HTTPException:
     return HTTPException(status_code=404, detail="not_found")
 
 
+def check_names(folder: str, *uids: int | None) -> None:
+    """A folder name with a control character, or a UID beyond 32 bits, names nothing: 404, as
+    for a message that does not exist, before the database sees it (SQLite cannot bind an
+    integer of 2^63 or more, PostgreSQL refuses NUL in a string: either was a 500)."""
+    if not folder.isprintable() or any(u is not None and abs(u) > UID_MAX for u in uids):
+        raise not_found()
+
+
 def mail_router(ctx: WebContext) -> APIRouter:
     router = APIRouter(prefix=PREFIX)
 
@@ -59,6 +68,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
         """The sanitised HTML of a message, for the read view's sandboxed iframe, with a CSP
         of its own: no script at all, images from this server only."""
         current = visit(ctx, request)
+        check_names(folder, uid)
         raw = await _raw(ctx, current, folder, uid)
         view = await asyncio.to_thread(parse_message, raw)
         html = _body_html(view, folder, uid, allow_images=bool(images))
@@ -71,6 +81,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
     @router.get("/f/{folder:path}/m/{uid}/part/{part_id}")
     async def part(request: Request, folder: str, uid: int, part_id: str) -> Response:
         current = visit(ctx, request)
+        check_names(folder, uid)
         raw = await _raw(ctx, current, folder, uid)
         found = await asyncio.to_thread(attachment_bytes, raw, part_id)
         if found is None:
@@ -94,6 +105,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
     @router.get("/f/{folder:path}/m/{uid}")
     async def read(request: Request, folder: str, uid: int) -> Response:
         current = visit(ctx, request)
+        check_names(folder, uid)
         raw = await _raw(ctx, current, folder, uid)
         flags = await _flags(ctx, current, folder, uid)
         if SEEN not in flags:
@@ -129,6 +141,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
         request: Request, folder: str, before: int | None = None, q: str = ""
     ) -> Response:
         current = visit(ctx, request)
+        check_names(folder, before)
         try:
             page = await asyncio.to_thread(
                 ctx.folders.page,
@@ -162,14 +175,15 @@ def mail_router(ctx: WebContext) -> APIRouter:
         request: Request,
         folder: str,
         uid: int,
-        csrf: Annotated[str, Form(max_length=100)],
         name: Annotated[str, Form(max_length=20)],
         on: Annotated[int, Form()] = 1,
+        csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         current = changing(ctx, request, csrf)
+        check_names(folder, uid)
         if name not in (FLAGGED, SEEN):
             raise HTTPException(status_code=400, detail="flag")
-        await _call(
+        changed = await _call(
             ctx.folders.store_flags,
             current.caller,
             current.mailbox,
@@ -178,6 +192,8 @@ def mail_router(ctx: WebContext) -> APIRouter:
             flags=[name],
             mode=FlagMode.ADD if on else FlagMode.REMOVE,
         )
+        if not changed:
+            raise not_found()
         target = f"{PREFIX}/f/{quote(folder)}" + ("" if name == SEEN else f"/m/{uid}")
         return RedirectResponse(target, status_code=303)
 
@@ -186,21 +202,26 @@ def mail_router(ctx: WebContext) -> APIRouter:
         request: Request,
         folder: str,
         uid: int,
-        csrf: Annotated[str, Form(max_length=100)],
         to: Annotated[str, Form(max_length=200)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         current = changing(ctx, request, csrf)
-        await _call(ctx.folders.move, current.caller, current.mailbox, folder, [uid], to)
+        check_names(folder, uid)
+        check_names(to)
+        moved = await _call(ctx.folders.move, current.caller, current.mailbox, folder, [uid], to)
+        if not moved.uids:
+            raise not_found()
         return RedirectResponse(f"{PREFIX}/f/{quote(folder)}", status_code=303)
 
     @router.post("/f/{folder:path}/m/{uid}/delete")
     async def delete(
-        request: Request, folder: str, uid: int, csrf: Annotated[str, Form(max_length=100)]
+        request: Request, folder: str, uid: int, csrf: Annotated[str, Form(max_length=100)] = ""
     ) -> Response:
         """To the Trash; from the Trash, for good (flag \\Deleted then expunge that UID)."""
         current = changing(ctx, request, csrf)
+        check_names(folder, uid)
         if folder == "Trash":
-            await _call(
+            flagged = await _call(
                 ctx.folders.store_flags,
                 current.caller,
                 current.mailbox,
@@ -209,9 +230,15 @@ def mail_router(ctx: WebContext) -> APIRouter:
                 flags=["\\Deleted"],
                 mode=FlagMode.ADD,
             )
+            if not flagged:
+                raise not_found()
             await _call(ctx.folders.expunge, current.caller, current.mailbox, folder, uids=[uid])
         else:
-            await _call(ctx.folders.move, current.caller, current.mailbox, folder, [uid], "Trash")
+            moved = await _call(
+                ctx.folders.move, current.caller, current.mailbox, folder, [uid], "Trash"
+            )
+            if not moved.uids:
+                raise not_found()
         await ctx.audit(
             AuditRecord(
                 AuditEvent.WEB_MESSAGE_DELETED,
@@ -224,9 +251,10 @@ def mail_router(ctx: WebContext) -> APIRouter:
 
     @router.post("/f/{folder:path}/m/{uid}/receipt")
     async def receipt(
-        request: Request, folder: str, uid: int, csrf: Annotated[str, Form(max_length=100)]
+        request: Request, folder: str, uid: int, csrf: Annotated[str, Form(max_length=100)] = ""
     ) -> Response:
         current = changing(ctx, request, csrf)
+        check_names(folder, uid)
         raw = await _raw(ctx, current, folder, uid)
         flags = await _flags(ctx, current, folder, uid)
         if MDN_SENT_FLAG not in flags and mdn_decision(raw) is not MdnDecision.NONE:
@@ -245,8 +273,8 @@ def mail_router(ctx: WebContext) -> APIRouter:
     @router.post("/mailbox")
     async def switch_mailbox(
         request: Request,
-        csrf: Annotated[str, Form(max_length=100)],
         address: Annotated[str, Form(max_length=320)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         """Open another mailbox the person may read (an ORG mailbox they belong to)."""
         current = changing(ctx, request, csrf)

@@ -7,7 +7,7 @@ so a copy of the table opens no session. A session ends:
 - after ``web.idle_timeout`` without a request, or ``web.max_session_age`` in all;
 - on logout, or "log out everywhere" (every row of the account);
 - when the account is disabled or its mailbox closed (checked at every request);
-- when its OIDC refresh token stops working (``oidc.recheck_seconds``, as for IMAP).
+- when its OIDC token stops holding at the issuer (``oidc.recheck_seconds``, as for IMAP).
 
 A login with a password alone makes a *pending* session: it reaches only the second-factor
 pages (code, or enrolment of a device) until a TOTP code upgrades it.
@@ -45,7 +45,7 @@ class SessionInfo:
     created_at: datetime
     last_seen_at: datetime
     checked_at: datetime
-    oidc_refresh: str
+    oidc_token_id: str
     user_agent: str
     peer: str
 
@@ -70,7 +70,7 @@ class WebSessions:
         user_agent: str,
         peer: str,
         language: str = "",
-        oidc_refresh: str = "",
+        oidc_token_id: str = "",
     ) -> str:
         """A new session; its token, for the cookie (never stored)."""
         token = secrets.token_urlsafe(32)
@@ -87,7 +87,7 @@ class WebSessions:
                     language=language,
                     user_agent=user_agent[:300],
                     peer=peer[:64],
-                    oidc_refresh=oidc_refresh,
+                    oidc_token_id=oidc_token_id,
                     created_at=now,
                     last_seen_at=now,
                     checked_at=now,
@@ -144,8 +144,8 @@ class WebSessions:
     def set_language(self, key: str, language: str) -> None:
         self._set(key, language=language)
 
-    def checked(self, key: str, refresh_token: str) -> None:
-        self._set(key, checked_at=utcnow(), oidc_refresh=refresh_token)
+    def checked(self, key: str) -> None:
+        self._set(key, checked_at=utcnow())
 
     def _set(self, key: str, **values: object) -> None:
         with self.db.session() as session:
@@ -200,7 +200,7 @@ def _info(web: WebSession, login: str) -> SessionInfo:
         created_at=web.created_at,
         last_seen_at=web.last_seen_at,
         checked_at=web.checked_at,
-        oidc_refresh=web.oidc_refresh,
+        oidc_token_id=web.oidc_token_id,
         user_agent=web.user_agent,
         peer=web.peer,
     )

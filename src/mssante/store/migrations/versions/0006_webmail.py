@@ -1,4 +1,4 @@
-"""webmail: server-side sessions, delivery and read receipts (docs/webmail.md)
+"""webmail: server-side sessions, OIDC logins under way, delivery and read receipts (docs/webmail.md)
 
 Revision ID: 0006
 Revises: 0005
@@ -18,6 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     _sessions()
+    _logins()
     _receipts()
 
 
@@ -33,7 +34,7 @@ def _sessions() -> None:
         sa.Column("language", sa.String(length=8), nullable=False),
         sa.Column("user_agent", sa.String(length=300), nullable=False),
         sa.Column("peer", sa.String(length=64), nullable=False),
-        sa.Column("oidc_refresh", sa.Text(), nullable=False),
+        sa.Column("oidc_token_id", sa.String(length=200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
@@ -46,6 +47,17 @@ def _sessions() -> None:
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_web_sessions")),
     )
     op.create_index(op.f("ix_web_sessions_account_id"), "web_sessions", ["account_id"])
+
+
+def _logins() -> None:
+    op.create_table(
+        "web_logins",
+        sa.Column("state_hash", sa.String(length=64), nullable=False),
+        sa.Column("verifier", sa.String(length=128), nullable=False),
+        sa.Column("nonce", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("state_hash", name=op.f("pk_web_logins")),
+    )
 
 
 def _receipts() -> None:
@@ -88,4 +100,5 @@ def _receipts() -> None:
 
 def downgrade() -> None:
     op.drop_table("message_receipts")
+    op.drop_table("web_logins")
     op.drop_table("web_sessions")
