@@ -210,6 +210,17 @@ class WebSettings(BaseModel):
         "client (authorization code with PKCE) whose redirect URI is "
         "https://<this listener>/webmail/oidc/callback. Empty: no Pro Santé Connect button",
     )
+    remote_image_max_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="Largest remote image fetched when a reader asks"
+    )
+    remote_image_timeout: float = Field(
+        5.0, gt=0, description="Seconds to fetch a remote image a reader asked for"
+    )
+    remote_images_allow_private: bool = Field(
+        False,
+        description="Let the image fetcher reach loopback and private addresses: for tests "
+        "only (it would let a mail make the server probe its own network)",
+    )
     login_attempts_per_minute: float = Field(
         10.0, gt=0, description="Webmail login attempts per client address and minute"
     )

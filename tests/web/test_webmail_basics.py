@@ -343,3 +343,98 @@ async def test_a_message_about_a_patient_carries_the_xdm_and_the_headers(op: Ope
     metadata = package.read("IHE_XDM/SUBSET01/METADATA.XML").decode()
     assert "255081416802538^^^&amp;1.2.250.1.213.1.4.8&amp;ISO" in metadata
     assert len(op.rt.store.list_messages(DURAND)) == 1
+
+
+async def test_new_mail_is_announced_by_server_sent_events(op: Operator) -> None:
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        async with browser.http.stream("GET", "/webmail/events") as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            lines = events.aiter_lines()
+            assert (await anext(lines)).startswith("retry:")
+            await deliver(op, message("Nouveau résultat"), MARTIN)
+
+            async def announced() -> str:
+                async for line in lines:
+                    if line.startswith("event:"):
+                        return line
+                return ""
+
+            assert await asyncio.wait_for(announced(), 5) == "event: mail"
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+class _ImageServer:
+    """A plain HTTP server on loopback standing for a sender's image host; counts requests."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+
+    async def __aenter__(self) -> str:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            self.hits += 1
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n"
+                + f"Content-Length: {len(PNG)}\r\n\r\n".encode()
+                + PNG
+            )
+            await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/logo.png"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+def _html_mail(url: str) -> bytes:
+    html = f'<p>Bonjour</p><img src="{url}" alt="logo">'
+    return message(
+        "Lettre illustrée", body=html, **{"MIME-Version": "1.0", "Content-Type": "text/html"}
+    )
+
+
+async def test_remote_images_only_when_asked_and_fetched_by_the_server(
+    trust: Trust, tmp_path: Path, b_database: dict[str, str]
+) -> None:
+    images = _ImageServer()
+    async with (
+        images as url,
+        webmail_operator(
+            trust, tmp_path / "b", b_database, remote_images_allow_private=True
+        ) as running,
+        Browser(running) as browser,
+    ):
+        await deliver(running, _html_mail(url), MARTIN)
+        await browser.login_enrolling()
+        read = await browser.get("/webmail/f/INBOX/m/1")
+        assert 'data-testid="images-blocked"' in read.text
+        blocked = await browser.get("/webmail/f/INBOX/m/1/body")
+        assert "127.0.0.1:" not in blocked.text and images.hits == 0
+        shown = await browser.get("/webmail/f/INBOX/m/1/body?images=1")
+        proxied = re.search(r'src="(/webmail/f/INBOX/m/1/image\?u=[^"]+)"', shown.text)
+        assert proxied, shown.text
+        fetched = await browser.get(proxied.group(1).replace("&amp;", "&"))
+        assert fetched.status_code == 200
+        assert fetched.content == PNG and fetched.headers["content-type"] == "image/png"
+        assert images.hits == 1
+        other = await browser.get("/webmail/f/INBOX/m/1/image", params={"u": url + "?x"})
+        assert other.status_code == 404  # only the URLs the message names
+        assert images.hits == 1
+
+
+async def test_the_image_fetcher_never_reaches_the_operators_own_network(op: Operator) -> None:
+    images = _ImageServer()
+    async with images as url, Browser(op) as browser:
+        await deliver(op, _html_mail(url), MARTIN)
+        await browser.login_enrolling()
+        refused = await browser.get("/webmail/f/INBOX/m/1/image", params={"u": url})
+    assert refused.status_code == 404
+    assert images.hits == 0  # loopback refused before any connection

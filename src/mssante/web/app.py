@@ -28,6 +28,7 @@ from mssante.web.account import account_router
 from mssante.web.compose import compose_router
 from mssante.web.context import PREFIX, WebContext, load_session
 from mssante.web.i18n import folder_label
+from mssante.web.images import RemoteImages
 from mssante.web.login import login_router
 from mssante.web.mail import mail_router
 from mssante.web.oidc_login import oidc_router, recheck
@@ -112,6 +113,7 @@ def build_context(rt: OperatorRuntime) -> WebContext:
         bus=bus,
         certificates=rt.certificates,
         bearer=rt.bearer,
+        images=RemoteImages(settings.web),
     )
 
 

@@ -31,6 +31,7 @@ from mssante.ratelimit import TokenBuckets
 from mssante.smtp.direct import DirectSubmission
 from mssante.trust.model import Whitelist
 from mssante.web.i18n import Translator, choose, translator
+from mssante.web.images import RemoteImages
 from mssante.web.sessions import COOKIE, SessionInfo, WebSessions
 
 PREFIX = "/webmail"
@@ -55,6 +56,7 @@ class WebContext:
     bus: ChangeBus | None = None
     certificates: CertificateLogins | None = None
     bearer: BearerValidator | None = None  # OIDC logins (web/oidc_login.py)
+    images: RemoteImages | None = None  # remote images, when a reader asks (web/images.py)
 
     def render(self, request: Request, name: str, status: int = 200, **values: Any) -> Response:
         language = getattr(request.state, "language", "fr")

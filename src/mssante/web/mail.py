@@ -71,12 +71,32 @@ def mail_router(ctx: WebContext) -> APIRouter:
         check_names(folder, uid)
         raw = await _raw(ctx, current, folder, uid)
         view = await asyncio.to_thread(parse_message, raw)
-        html = _body_html(view, folder, uid, allow_images=bool(images))
+        html = await asyncio.to_thread(_body_html, view, folder, uid, allow_images=bool(images))
         page = (
             '<!doctype html><html><head><meta charset="utf-8">'
             '<base target="_blank"></head><body>' + html + "</body></html>"
         )
         return Response(page, media_type="text/html", headers={"Content-Security-Policy": BODY_CSP})
+
+    @router.get("/f/{folder:path}/m/{uid}/image")
+    async def image(request: Request, folder: str, uid: int, u: str = "") -> Response:
+        """A remote image the message names, fetched by the server (``web/images.py``)."""
+        current = visit(ctx, request)
+        raw = await _raw(ctx, current, folder, uid)
+        view = await asyncio.to_thread(parse_message, raw)
+        if ctx.images is None or not u or u not in _remote_images(view):
+            raise not_found()
+        fetched = await ctx.images.fetch(u)
+        if fetched is None:
+            raise not_found()
+        return Response(
+            fetched.content,
+            media_type=fetched.content_type,
+            headers={
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+                "Cache-Control": "private, max-age=3600",
+            },
+        )
 
     @router.get("/f/{folder:path}/m/{uid}/part/{part_id}")
     async def part(request: Request, folder: str, uid: int, part_id: str) -> Response:
@@ -103,7 +123,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
         )
 
     @router.get("/f/{folder:path}/m/{uid}")
-    async def read(request: Request, folder: str, uid: int) -> Response:
+    async def read(request: Request, folder: str, uid: int, images: int = 0) -> Response:
         current = visit(ctx, request)
         check_names(folder, uid)
         raw = await _raw(ctx, current, folder, uid)
@@ -133,7 +153,8 @@ def mail_router(ctx: WebContext) -> APIRouter:
             statuses=_statuses(ctx, current, view) if info.special_use == "\\Sent" else [],
             receipt=_receipt_state(view, flags, raw) if info.special_use != "\\Sent" else "",
             folders=await _folders(ctx, current),
-            has_html=view.html is not None,
+            images=bool(images),
+            blocked=len(_remote_images(view)) if view.html is not None else 0,
         )
 
     @router.get("/f/{folder:path}")
@@ -361,11 +382,34 @@ def _body_html(view: MessageView, folder: str, uid: int, *, allow_images: bool) 
         part_id = by_cid.get(content_id)
         return f"{base}{part_id}?inline=1" if part_id else None
 
+    def proxied(url: str) -> str:
+        return f"{PREFIX}/f/{quote(folder)}/m/{uid}/image?u={quote(url, safe='')}"
+
     if view.html is not None:
-        # Remote images stay blocked: when asked, they are not fetched by the browser either
-        # (the body's CSP allows images from this server only).
-        return sanitize_html(view.html, cid_url=cid_url, allow_remote_images=False).html
+        # Remote images: blocked, or (asked) fetched by this server, never by the browser.
+        return sanitize_html(
+            view.html,
+            cid_url=cid_url,
+            allow_remote_images=allow_images,
+            remote_image_url=proxied,
+        ).html
     return text_to_html(view.text or "")
+
+
+def _remote_images(view: MessageView) -> frozenset[str]:
+    """The remote image URLs the message's HTML names (what the image route may fetch)."""
+    if view.html is None:
+        return frozenset()
+    found: set[str] = set()
+
+    def remember(url: str) -> str:
+        found.add(url)
+        return url
+
+    sanitize_html(
+        view.html, cid_url=lambda _cid: None, allow_remote_images=True, remote_image_url=remember
+    )
+    return frozenset(found)
 
 
 def _statuses(ctx: WebContext, current: Visit, view: MessageView) -> list[Any]:
