@@ -172,14 +172,14 @@ def login_router(ctx: WebContext) -> APIRouter:
         return response
 
     @router.get("/lang/{language}")
-    def language(request: Request, language: str) -> Response:
+    def language(request: Request, language: str, next: str = "") -> Response:
         chosen = language if language in LANGUAGES else "fr"
         session = load_session(ctx, request)
         if session is not None:
             ctx.sessions.set_language(session.token_hash, chosen)
-        back = request.headers.get("referer", "")
-        target = urlsplit(back).path if back.startswith(str(request.base_url)) else PREFIX + "/"
-        response = RedirectResponse(target or PREFIX + "/", status_code=303)
+        # Back to the page the person was on: a path of ours only (no open redirect).
+        target = next if next.startswith(PREFIX + "/") and "//" not in next else PREFIX + "/"
+        response = RedirectResponse(target, status_code=303)
         response.set_cookie(LANG_COOKIE, chosen, secure=True, samesite="lax", path="/")
         return response
 
