@@ -322,7 +322,9 @@ async def test_idle_for_hours_of_polls_does_not_grow(
         f"{sum(ended['results'])} IDLE restarts: {blocks:+.0f} Python blocks, "
         f"RSS {rss / 1024:+.0f} KiB"
     )
-    assert hours > 1  # 2 in about 12 s on SQLite, 16-30 s on PostgreSQL here (more when loaded)
+    # 2 hours in about 12 s on SQLite, 16-30 s on PostgreSQL here; a loaded machine (two test
+    # runs at once) reached 0.58 in the 60 s: half an hour of polls is still thousands of them.
+    assert hours > 0.5
     assert sum(ended["results"]) >= count * 10
     # Anything kept at each poll is at least one object, one block: a quarter of a block a poll
     # is above the noise (what is in flight at a sample, some hundreds of blocks) and below any
