@@ -438,3 +438,50 @@ async def test_the_image_fetcher_never_reaches_the_operators_own_network(op: Ope
         refused = await browser.get("/webmail/f/INBOX/m/1/image", params={"u": url})
     assert refused.status_code == 404
     assert images.hits == 0  # loopback refused before any connection
+
+
+async def test_sent_shows_a_failure_with_its_reason_from_a_dsn(op: Operator) -> None:
+    """A DSN (RFC 3464) about a message Martin sent is recorded when it is delivered to his
+    inbox; his Sent view then says "échec" and why, for that recipient only."""
+    from datetime import UTC, datetime
+
+    from mssante.mail.dsn import Action, DeliveryReport, RecipientStatus, build_dsn
+
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        await browser.get("/webmail/compose")
+        await browser.post(
+            "/webmail/compose",
+            {"to": f"{DURAND}, {MARTIN}", "subject": "Avis", "body": "b", "action": "send"},
+        )
+        sent = _sent_message(op)
+        report = DeliveryReport(
+            reporting_mta="smtp.b.mssante.test",
+            sender=MARTIN,
+            original=sent,
+            arrival_date=datetime.now(UTC),
+            recipients=(
+                RecipientStatus(
+                    DURAND, Action.FAILED, "5.1.1", "550 5.1.1 No such mailbox", "smtp.b.test"
+                ),
+            ),
+        )
+        await deliver(op, build_dsn(report, now=datetime.now(UTC)), MARTIN)
+        listing = await browser.get("/webmail/f/Sent")
+        view = await browser.get(f"/webmail/f/Sent/m/{uids(listing.text)[0]}")
+    statuses = dict(re.findall(r'data-status="(\w+)"><span>([^<]+)</span>', view.text))
+    assert statuses == {"failed": DURAND, "delivered": MARTIN}
+    assert "550 5.1.1 No such mailbox" in view.text
+
+
+def _sent_message(op: Operator) -> bytes:
+    from mssante.ops.folders import Caller, Folders
+
+    folders = Folders(op.rt.node.db, op.rt.node.blobs)
+    with op.rt.node.db.session() as session:
+        account = session.query(Account).filter_by(login=MARTIN).one()
+        caller = Caller(account.id, account.login)
+    page = folders.page(caller, MARTIN, "Sent")
+    data = folders.body(caller, MARTIN, "Sent", page.summaries[0].uid)
+    assert data is not None
+    return data

@@ -102,9 +102,10 @@ class NotifyingMailStore(MailStore):
         *,
         folder: str = "INBOX",
         flags: Sequence[str] = (),
+        dedupe: bool = True,
     ) -> list[Delivered]:
         results = super().deliver_in(
-            session, digest, size, headers, recipients, folder=folder, flags=flags
+            session, digest, size, headers, recipients, folder=folder, flags=flags, dedupe=dedupe
         )
         fresh = [r.address for r in results if not r.duplicate]
         if fresh:

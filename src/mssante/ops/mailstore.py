@@ -163,6 +163,7 @@ class MailStore:
         *,
         folder: str = "INBOX",
         flags: Sequence[str] = (),
+        dedupe: bool = True,
     ) -> list[Delivered]:
         """Store ``raw`` for every recipient (local, open mailboxes); durable when it returns.
 
@@ -185,14 +186,19 @@ class MailStore:
         *,
         folder: str = "INBOX",
         flags: Sequence[str] = (),
+        dedupe: bool = True,
     ) -> list[Delivered]:
         """The database half of :meth:`deliver`, inside the caller's transaction (so a batch of
-        messages can share one commit). Core statements: this runs for every message."""
+        messages can share one commit). Core statements: this runs for every message.
+
+        ``dedupe``: a mailbox that already holds the Message-ID does not get it again (a peer
+        retrying after a lost 250); off for the sender's own copy in Sent, which must be kept
+        even when the sender wrote to themselves."""
         boxes = _open_boxes(session, recipients)
         message_pk: int | None = None
         results = []
         for box_id, address in boxes:
-            if headers.message_id and _holds(session, box_id, headers.message_id):
+            if dedupe and headers.message_id and _holds(session, box_id, headers.message_id):
                 results.append(Delivered(address, folder, 0, duplicate=True))
                 continue
             if message_pk is None:

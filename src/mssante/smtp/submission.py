@@ -292,7 +292,14 @@ async def store_submitted(
             ctx.enqueue(db, outgoing)
         if sender:  # a report (MDN) goes out with a null sender and keeps no copy
             ctx.store.deliver_in(
-                db, digest, len(message), headers, [sender], folder="Sent", flags=["\\Seen"]
+                db,
+                digest,
+                len(message),
+                headers,
+                [sender],
+                folder="Sent",
+                flags=["\\Seen"],
+                dedupe=False,  # kept even when the sender is among the recipients
             )
         append(db, record)
 
