@@ -17,7 +17,15 @@ from imap_fixtures import Operator, Trust, message
 from mssante.ops.accounts import Actor
 from mssante.ops.delegation import Delegations
 from mssante.store.models import AccessRight, Account
-from webhelpers import DURAND, MARTIN, Browser, webmail_operator
+from webhelpers import (
+    DURAND,
+    MARTIN,
+    PASSWORD,
+    Browser,
+    code_now,
+    next_step,
+    webmail_operator,
+)
 
 SECRETARIAT = "secretariat@b.mssante.test"
 
@@ -69,18 +77,10 @@ async def test_the_device_code_is_then_required(op: Operator) -> None:
         refused = await browser.login(MARTIN)
         assert refused.status_code == 401
         assert "Adresse ou mot de passe incorrect" in refused.text
-        import pyotp
-
-        await asyncio.sleep(_until_next_step())
-        accepted = await browser.login(MARTIN, code=pyotp.TOTP(secret).now())
+        next_step(op)
+        accepted = await browser.login(MARTIN, code=code_now(op, secret))
     assert accepted.status_code == 303
     assert accepted.headers["location"] == "/webmail/"
-
-
-def _until_next_step() -> float:
-    import time
-
-    return 30 - time.time() % 30 + 0.2  # the enrolment's code may not serve twice
 
 
 async def test_the_list_pages_by_uid_newest_first(op: Operator) -> None:
@@ -485,3 +485,37 @@ def _sent_message(op: Operator) -> bytes:
     data = folders.body(caller, MARTIN, "Sent", page.summaries[0].uid)
     assert data is not None
     return data
+
+
+async def test_changing_the_password_ends_the_other_sessions(op: Operator) -> None:
+    new = "un-nouveau-mot-de-passe-7"
+    async with Browser(op) as first, Browser(op) as second:
+        secret = await first.login_enrolling()
+        next_step(op)
+        opened = await second.login(MARTIN, code=code_now(op, secret))
+        assert opened.status_code == 303
+        await second.get("/webmail/f/INBOX")
+        await first.get("/webmail/account")
+        next_step(op)
+        form = {"current": PASSWORD, "code": code_now(op, secret), "new": new}
+        mismatch = await first.post("/webmail/account/password", {**form, "confirm": new + "x"})
+        assert mismatch.status_code == 400 and "Les deux mots de passe diffèrent" in mismatch.text
+        wrong = await first.post(
+            "/webmail/account/password", {**form, "current": "faux", "confirm": new}
+        )
+        assert wrong.status_code == 401
+        weak = await first.post(
+            "/webmail/account/password", {**form, "new": "court", "confirm": "court"}
+        )
+        assert weak.status_code == 400 and "12 caractères" in weak.text
+        next_step(op)
+        form["code"] = code_now(op, secret)
+        changed = await first.post("/webmail/account/password", {**form, "confirm": new})
+        assert changed.status_code == 200, changed.text
+        assert "Mot de passe changé" in changed.text
+        assert (await first.get("/webmail/f/INBOX")).status_code == 200  # this one goes on
+        assert (await second.get("/webmail/f/INBOX")).status_code == 303  # the other ended
+    assert (
+        await op.rt.auth.check_password_async(MARTIN, PASSWORD, peer="x", protocol="imap") is None
+    )
+    assert ("auth.password_changed", MARTIN) in [(e, a) for e, a, _ in op.audit_events()]

@@ -73,6 +73,7 @@ class AuditEvent(StrEnum):
     TOTP_ENROLMENT_STARTED = "auth.totp_enrolment_started"
     TOTP_ENROLLED = "auth.totp_enrolled"
     TOTP_CONFIRMATION_FAILED = "auth.totp_confirmation_failed"
+    PASSWORD_CHANGED = "auth.password_changed"  # noqa: S105 - an event name
     APP_PASSWORD_CREATED = "auth.app_password_created"  # noqa: S105 - an event name
     APP_PASSWORD_REVOKED = "auth.app_password_revoked"  # noqa: S105 - an event name
     CERTIFICATE_BOUND = "auth.certificate_bound"  # an organisation certificate DN, APP account

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, selectinload
 from mssante.audit.events import AuditEvent, AuditRecord, AuditSink
 from mssante.audit.log import append
 from mssante.auth import app_passwords, totp
-from mssante.auth.passwords import needs_rehash, verify_password
+from mssante.auth.passwords import needs_rehash, password_problem, verify_password
 from mssante.auth.throttle import LoginThrottle
 from mssante.config import AuthSettings, Settings
 from mssante.errors import MssanteError, NotFoundError
@@ -239,6 +239,34 @@ class AuthService:
     def totp_active(self, login: str) -> bool:
         snapshot = self._load(_clean_login(login))
         return snapshot is not None and snapshot.totp is not None
+
+    # -- the account password --------------------------------------------------------------------
+    def change_password(self, login: str, new_password: str, actor: Actor) -> None:
+        """Replace the account's password (the caller has checked the current one); raises
+        :class:`AuthError` with the reason if the new one is too weak."""
+        problem = password_problem(new_password)
+        if problem:
+            raise AuthError(problem)
+        with self._hashing_slot():
+            hashed = self.hasher.hash(new_password)
+        with self.db.session() as session:
+            account = _account_or_error(session, login)
+            now = self._now()
+            session.execute(
+                update(Credential)
+                .where(
+                    Credential.account_id == account.id,
+                    Credential.kind == CredentialKind.PASSWORD,
+                    Credential.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+            credential = Credential(
+                account_id=account.id, kind=CredentialKind.PASSWORD, secret=hashed, created_at=now
+            )
+            session.add(credential)
+            session.flush()
+            _audit(session, AuditEvent.PASSWORD_CHANGED, actor, account.login, credential)
 
     # -- app passwords ---------------------------------------------------------------------------
     def add_app_password(

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth.app_passwords import AppPasswordError
+from mssante.auth.service import AuthError, AuthProtocol
 from mssante.errors import NotFoundError
 from mssante.ops.accounts import Actor
 from mssante.web.context import PREFIX, Visit, WebContext, peer_of
@@ -24,6 +25,40 @@ def account_router(ctx: WebContext) -> APIRouter:
     async def account(request: Request) -> Response:
         current = visit(ctx, request)
         return await _page(ctx, request, current)
+
+    @router.post("/account/password")
+    async def change_password(
+        request: Request,
+        csrf: Annotated[str, Form(max_length=100)],
+        current: Annotated[str, Form(max_length=1024)],
+        new: Annotated[str, Form(max_length=1024)],
+        confirm: Annotated[str, Form(max_length=1024)],
+        code: Annotated[str, Form(max_length=16)] = "",
+    ) -> Response:
+        """The current password (and code, for an account with a device) again, then the new
+        one twice; every other session of the account ends (docs/webmail.md "Sessions")."""
+        visit_ = changing(ctx, request, csrf)
+        login = visit_.session.login
+        if new != confirm:
+            return await _page(ctx, request, visit_, error="account.mismatch", status=400)
+        peer = peer_of(request)
+        checked = (
+            await ctx.auth.check_password_totp_async(login, current, code.strip(), peer)
+            if code.strip()
+            else await ctx.auth.check_password_async(
+                login, current, peer=peer, protocol=AuthProtocol.WEB
+            )
+        )
+        if checked is None or checked.method.value == "app_password":
+            return await _page(ctx, request, visit_, error="login.failed", status=401)
+        try:
+            await asyncio.to_thread(ctx.auth.change_password, login, new, _actor(request, visit_))
+        except AuthError:
+            return await _page(ctx, request, visit_, error="account.weak", status=400)
+        for other in ctx.sessions.of_account(visit_.session.account_id):
+            if other.token_hash != visit_.session.token_hash:
+                ctx.sessions.end(other.token_hash)
+        return await _page(ctx, request, visit_, notice="account.password_changed")
 
     @router.post("/account/app-passwords")
     async def add_app_password(
@@ -84,6 +119,7 @@ async def _page(
     *,
     new_password: str = "",
     error: str = "",
+    notice: str = "",
     status: int = 200,
 ) -> Response:
     login = current.session.login
@@ -101,6 +137,7 @@ async def _page(
         mailboxes=mailboxes,
         new_password=new_password,
         error=error,
+        notice=notice,
     )
 
 

@@ -135,6 +135,21 @@ _WORDS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "patient.document": ("Libellé du document", "Document title"),
         "account.title": ("Mon compte", "My account"),
         "account.password": ("Changer le mot de passe", "Change password"),
+        "account.current_password": ("Mot de passe actuel", "Current password"),
+        "account.new_password": (
+            "Nouveau mot de passe (12 caractères ou plus)",
+            "New password (12 characters or more)",
+        ),
+        "account.confirm_password": ("Nouveau mot de passe, à nouveau", "New password, again"),
+        "account.weak": (
+            "Mot de passe refusé : 12 caractères au moins, sans espace au début ni à la fin.",
+            "Password refused: 12 characters or more, no space at either end.",
+        ),
+        "account.mismatch": ("Les deux mots de passe diffèrent.", "The two passwords differ."),
+        "account.password_changed": (
+            "Mot de passe changé ; vos autres sessions sont fermées.",
+            "Password changed; your other sessions are closed.",
+        ),
         "account.totp": ("Second facteur (TOTP)", "Second factor (TOTP)"),
         "account.totp_on": ("Actif", "Active"),
         "account.totp_off": ("Aucun appareil", "No device"),
