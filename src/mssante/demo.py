@@ -252,7 +252,14 @@ def webmail_client_id(slug: str) -> str:
 
 def _append_oidc_client(config: Path, issuer: str, client_id: str, secret_file: Path) -> None:
     """The operator accepts the provider's access tokens (XOAUTH2, OAUTHBEARER)."""
-    section = {"issuer": issuer, "client_id": client_id, "client_secret_file": str(secret_file)}
+    section = {
+        "issuer": issuer,
+        "client_id": client_id,
+        "client_secret_file": str(secret_file),
+        # A revoked token ends IMAP and webmail sessions within seconds in the demo (60 s by
+        # default), so that trying it shows it.
+        "recheck_seconds": 5.0,
+    }
     with config.open("a", encoding="utf-8") as out:
         out.write("\n[oidc]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in section.items()))
         out.write("\n")

@@ -10,6 +10,7 @@ go to ``test-output/webmail-flow/`` (or ``$MSSANTE_TEST_OUTPUT``)."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,6 +77,14 @@ def log_in_with_pro_sante_connect(
     steps.shot(page, f"{who}-pro-sante-connect")
     page.locator("button[value=password]").click()
     page.wait_for_url(re.compile(r"/webmail/f/INBOX"))
+
+
+def revoke_every_grant(state: Path) -> None:
+    with sqlite3.connect(state) as db:
+        db.execute(
+            "UPDATE grants SET revoked_at = ?, revoked_reason = 'test' WHERE revoked_at IS NULL",
+            (time.time(),),
+        )
 
 
 def until(check: Callable[[], bool], what: str, page: Page) -> None:
@@ -165,5 +174,18 @@ def test_a_letter_with_attachment_and_read_receipt_between_operators(
     until(read, "the read receipt in Hélène's Sent view", page)
     assert "lu" in status.inner_text()
     steps.shot(page, "helene-sent-status-lu")
+
+    # Paul's grant revoked at the provider (as Pro Santé Connect would on a lost card): his
+    # webmail session ends at a request after the next recheck (oidc.recheck_seconds, 5 s here).
+    paul_page.goto(sud["webmail"] + "f/INBOX")
+    assert "/webmail/f/INBOX" in paul_page.url  # still open: the token holds
+    revoke_every_grant(layout.root / "oidc" / "data" / "oidc" / "state.db")
+
+    def sent_to_login() -> bool:
+        paul_page.goto(sud["webmail"] + "f/INBOX")
+        return "/webmail/login" in paul_page.url
+
+    until(sent_to_login, "Paul's session ended after his token was revoked", paul_page)
+    steps.shot(paul_page, "paul-token-revoked")
     sender.close()
     reader.close()
