@@ -758,8 +758,13 @@ async def test_a_tracking_image_is_not_loaded(op: Operator) -> None:
         await browser.login_enrolling()
         view = await browser.get("/webmail/f/INBOX/m/1")
         bodies = [await browser.get("/webmail/f/INBOX/m/1/body")]
-        bodies.append(await browser.get("/webmail/f/INBOX/m/1/body?images=1"))  # asked for
+        asked = await browser.get("/webmail/f/INBOX/m/1/body?images=1")
     assert "tracker.example" not in view.text
+    # Asked for: the images come through this server's fetcher, never from the browser.
+    parser = _Attributes()
+    parser.feed(asked.text)
+    sources = [v for t, n, v in parser.found if t == "img" and n == "src"]
+    assert sources and all(v.startswith("/webmail/f/INBOX/m/1/image?u=") for v in sources)
     for body in bodies:
         assert body.status_code == 200
         assert "Bonjour" in body.text

@@ -29,10 +29,10 @@ def account_router(ctx: WebContext) -> APIRouter:
     @router.post("/account/password")
     async def change_password(
         request: Request,
-        csrf: Annotated[str, Form(max_length=100)],
-        current: Annotated[str, Form(max_length=1024)],
-        new: Annotated[str, Form(max_length=1024)],
-        confirm: Annotated[str, Form(max_length=1024)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+        current: Annotated[str, Form(max_length=1024)] = "",
+        new: Annotated[str, Form(max_length=1024)] = "",
+        confirm: Annotated[str, Form(max_length=1024)] = "",
         code: Annotated[str, Form(max_length=16)] = "",
     ) -> Response:
         """The current password (and code, for an account with a device) again, then the new
