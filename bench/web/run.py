@@ -111,7 +111,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "body, recipients' type-ahead.",
     )
     parser.add_argument("--small", type=int, default=100, help="messages of the peer mailbox (100)")
-    parser.add_argument("--large", type=int, default=100_000, help="messages of the large (100000)")
+    parser.add_argument(
+        "--large", type=int, default=100_000, help="messages of the large mailbox (100000)"
+    )
     parser.add_argument(
         "--requests", type=int, default=300, help="measured requests per kind and mailbox (300)"
     )
@@ -127,12 +129,20 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--database-url", default="", help="a PostgreSQL URL (a fresh schema); default SQLite"
     )
-    parser.add_argument("--workdir", type=Path, help="keep the operator's folder here")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the operator's folder here (a new folder)"
+    )
     parser.add_argument(
         "--profile",
         type=Path,
         help="cProfile the server during the measured requests (its event loop and worker "
         "threads) into this pstats file; the figures of such a run are not comparable",
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="what-if: gc.freeze() once the operator runs (start-up objects out of the "
+        "collector's reach), to compare the full collections' pauses",
     )
     parser.add_argument(
         "--samples", type=Path, help="write every measured request's times to this CSV file"
@@ -248,8 +258,29 @@ def fill(
                         )
                         rt.store.deliver_in(session, digest, size, headers, [address])
                 bar.advance(task, min(batch, count - low))
+                if not rt.node.db.is_sqlite:
+                    analyze(rt)  # as autovacuum would (after 10 % of growth, by default)
             rates[address] = count / max(time.monotonic() - started, 1e-9)
     return rates
+
+
+def analyze(rt: OperatorRuntime) -> None:
+    """PostgreSQL: fresh planner statistics of the schema's tables, as autovacuum keeps them
+    on a server where it runs (it is off on the test server, and a fill this fast outruns it:
+    without statistics the planner guesses, see README "PostgreSQL"). SQLite: nothing (its
+    plans here do not depend on ANALYZE, and the project never runs it)."""
+    db = rt.node.db
+    if db.is_sqlite:
+        return
+    from sqlalchemy import text  # noqa: PLC0415
+
+    with db.engine.connect() as conn:
+        names = conn.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        ).scalars()
+        for name in list(names):
+            conn.execute(text(f'ANALYZE "{name}"'))
+        conn.commit()
 
 
 def fill_directory(rt: OperatorRuntime, path: Path, lines: int, seed: int) -> tuple[float, int]:
@@ -312,13 +343,16 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.total_ms = 0.0  # all generations, for the client to tell which requests paid
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.pauses[info["generation"]].append((time.perf_counter() - self._started) * 1000)
+            pause = (time.perf_counter() - self._started) * 1000
+            self.pauses[info["generation"]].append(pause)
+            self.total_ms += pause
 
     def figures(self) -> dict[str, dict[str, float]]:
         return {
@@ -434,6 +468,7 @@ class Timing:
     app_ms: float
     first_read: bool = False
     suggestions: int = -1  # type-ahead: how many mailboxes it offered
+    gc_ms: float = 0.0  # garbage collector pauses while the request was in flight
 
 
 def read_targets(small: int, large: int, blobs: int, seed: int) -> tuple[list[int], list[int]]:
@@ -470,6 +505,7 @@ def measure(
     rounds: int,
     warmup: int,
     on_measured: Callable[[], None] | None = None,
+    pauses: GcPauses | None = None,
 ) -> dict[tuple[str, str], list[Timing]]:
     """Round after round: each kind of request for both mailboxes, one after the other (the
     order of the two alternating each round), over one kept-alive HTTPS connection. The first
@@ -494,11 +530,13 @@ def measure(
                     }[kind]
                     clock.last = None
                     http.cookies.clear()
+                    gc_before = pauses.total_ms if pauses is not None else 0.0
                     started = time.perf_counter()
                     response = http.get(
                         path, params=params, headers={"cookie": f"{COOKIE}={case.token}"}
                     )
                     wall = (time.perf_counter() - started) * 1000
+                    gc_ms = (pauses.total_ms if pauses is not None else 0.0) - gc_before
                     if response.status_code != 200:
                         raise RuntimeError(
                             f"{path} ({case.name}): {response.status_code} {response.text[:300]}"
@@ -512,7 +550,7 @@ def measure(
                         first = kind == "read" and r < len(case.read_uids)
                         offered = response.text.count('class="suggestion"')
                         samples[kind, case.name].append(
-                            Timing(r, wall, clock.last or 0.0, first, offered)
+                            Timing(r, wall, clock.last or 0.0, first, offered, gc_ms)
                         )
                     bar.advance(task)
     return samples
@@ -604,9 +642,10 @@ def write_samples(path: Path, samples: dict[tuple[str, str], list[Timing]]) -> N
     rows = sorted((t.round, kind, case, t) for (kind, case), kept in samples.items() for t in kept)
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["round", "kind", "mailbox", "wall_ms", "app_ms", "first_read"])
+        writer.writerow(["round", "kind", "mailbox", "wall_ms", "app_ms", "gc_ms", "first_read"])
         for r, kind, case, t in rows:
-            writer.writerow([r, kind, case, f"{t.wall_ms:.3f}", f"{t.app_ms:.3f}", t.first_read])
+            times = (f"{t.wall_ms:.3f}", f"{t.app_ms:.3f}", f"{t.gc_ms:.3f}")
+            writer.writerow([r, kind, case, *times, t.first_read])
 
 
 def ratio_text(value: float) -> str:
@@ -676,6 +715,11 @@ def table(figures: dict[str, Any]) -> str:
             f"gen{g} {x['count']} pauses ({x['total_ms']} ms, max {x['max_ms']} ms)"
             for g, x in ((g, figures["gc_pauses"][f"gen{g}"]) for g in range(3))
         ),
+        "slowest requests: "
+        + ", ".join(
+            f"{x['kind']}/{x['mailbox']} {x['wall_ms']} ms (GC {x['gc_ms']} ms)"
+            for x in figures["slowest"]
+        ),
         f"set-up: filling {figures['fill_rate']:,.0f} deliveries/s, directory import "
         f"{figures['directory_import_s']:.1f} s, whole run {figures['run_s']:.0f} s",
     ]
@@ -685,7 +729,9 @@ def table(figures: dict[str, Any]) -> str:
 # -- the run ---------------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Set-up outside the event loop (so that Ctrl-C stops a long fill at once), then the
+    operator and the measurement in it."""
     clock_started = time.monotonic()
     configure_logging(LogSettings(level="ERROR"))
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -705,6 +751,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         rates = fill(rt, samples, plan, args.batch)
         extraction = workdir / "Extraction_Correspondance_MSSante_bench.txt"
         import_s, entries = fill_directory(rt, extraction, args.directory_lines, args.seed)
+        analyze(rt)
         queries = make_queries(
             sample_rows(extraction, 2000, args.seed), args.warmup + args.requests, args.seed
         )
@@ -713,43 +760,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             Case("small", SMALL_ADDRESS, args.small, read_uids=small_uids),
             Case("large", LARGE_ADDRESS, args.large, read_uids=large_uids),
         ]
-        async with running(settings, rt):
-            assert rt.web is not None
-            clock = ServerClock(rt.web.server.config.loaded_app)
-            rt.web.server.config.loaded_app = clock  # new connections call it
-            base = f"https://127.0.0.1:{settings.web.port}"
-            tls = client_tls(trust)
-            profile = ServerProfile() if args.profile else None
-            loop = asyncio.get_running_loop()
-            with ThreadPoolExecutor(1, thread_name_prefix="bench-client") as client:
-                say("== logging in (password, then TOTP enrolment)")
-                for case in cases:
-                    case.token = await loop.run_in_executor(client, login, base, tls, case.address)
-                say(
-                    f"== {args.warmup} + {args.requests} rounds of {len(KINDS)} kinds x 2 mailboxes"
-                )
-                pauses = GcPauses()
-
-                def starter() -> None:
-                    gc.callbacks.append(pauses)
-                    if profile is not None:
-                        loop.call_soon_threadsafe(profile.start)
-
-                measured = await loop.run_in_executor(
-                    client,
-                    measure,
-                    base,
-                    tls,
-                    cases,
-                    queries,
-                    clock,
-                    args.warmup + args.requests,
-                    args.warmup,
-                    starter,
-                )
-            gc.callbacks.remove(pauses)
-            if profile is not None:
-                console.print(profile.stop(args.profile), highlight=False)
+        measured, pauses = asyncio.run(serve_and_measure(args, settings, rt, trust, cases, queries))
     if args.samples:
         write_samples(args.samples, measured)
     return {
@@ -771,19 +782,88 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "fill_rate": round(min(rates.values())),
         "requests_by_kind": summarise(measured, cases),
         "gc_pauses": pauses.figures(),
+        "slowest": [
+            {
+                "kind": kind,
+                "mailbox": case,
+                "wall_ms": round(t.wall_ms, 1),
+                "gc_ms": round(t.gc_ms, 1),
+            }
+            for kind, case, t in sorted(
+                ((k, c, t) for (k, c), kept in measured.items() for t in kept),
+                key=lambda x: -x[2].wall_ms,
+            )[:5]
+        ],
         "profiled": bool(args.profile),
+        "gc_frozen": args.gc_freeze,
         "run_s": round(time.monotonic() - clock_started, 1),
     }
+
+
+async def serve_and_measure(
+    args: argparse.Namespace,
+    settings: Settings,
+    rt: OperatorRuntime,
+    trust: Trust,
+    cases: list[Case],
+    queries: list[str],
+) -> tuple[dict[tuple[str, str], list[Timing]], GcPauses]:
+    pauses = GcPauses()
+    async with running(settings, rt):
+        assert rt.web is not None
+        clock = ServerClock(rt.web.server.config.loaded_app)
+        rt.web.server.config.loaded_app = clock  # new connections call it
+        base = f"https://127.0.0.1:{settings.web.port}"
+        tls = client_tls(trust)
+        profile = ServerProfile() if args.profile else None
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, thread_name_prefix="bench-client") as client:
+            say("== logging in (password, then TOTP enrolment)")
+            for case in cases:
+                case.token = await loop.run_in_executor(client, login, base, tls, case.address)
+            if args.gc_freeze:
+                gc.collect()
+                gc.freeze()
+                say(
+                    f"== gc.freeze(): {gc.get_freeze_count():,} objects out of the collector's reach"
+                )
+            say(f"== {args.warmup} + {args.requests} rounds of {len(KINDS)} kinds x 2 mailboxes")
+
+            def starter() -> None:
+                gc.callbacks.append(pauses)
+                if profile is not None:
+                    loop.call_soon_threadsafe(profile.start)
+
+            try:
+                measured = await loop.run_in_executor(
+                    client,
+                    measure,
+                    base,
+                    tls,
+                    cases,
+                    queries,
+                    clock,
+                    args.warmup + args.requests,
+                    args.warmup,
+                    starter,
+                    pauses,
+                )
+            finally:
+                with contextlib.suppress(ValueError):
+                    gc.callbacks.remove(pauses)
+        if profile is not None:
+            console.print(profile.stop(args.profile), highlight=False)
+    return measured, pauses
 
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        figures = asyncio.run(run(args, args.workdir))
+        figures = run(args, args.workdir)
     else:
         with tempfile.TemporaryDirectory(prefix="mssante-bench-web-") as folder:
-            figures = asyncio.run(run(args, Path(folder)))
+            figures = run(args, Path(folder))
     print(json.dumps(figures, indent=2) if args.json else table(figures))
     return 0 if all(e["pass"] for e in figures["requests_by_kind"].values()) else 1
 
