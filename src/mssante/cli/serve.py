@@ -40,4 +40,4 @@ async def _serve_operator(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_operator(settings, stop)
+    await run_operator(settings, stop, freeze_gc=True)

@@ -9,6 +9,7 @@ in a sandboxed iframe: two walls between a mail and the page.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from mssante.ratelimit import TokenBuckets
 from mssante.smtp.direct import DirectSubmission
 from mssante.web.account import account_router
 from mssante.web.compose import compose_router
-from mssante.web.context import PREFIX, WebContext, load_session
+from mssante.web.context import PREFIX, WebContext, forget_session, load_session
 from mssante.web.i18n import folder_label
 from mssante.web.images import RemoteImages
 from mssante.web.login import login_router
@@ -122,11 +123,15 @@ def install_webmail(app: FastAPI, ctx: WebContext) -> None:
     app.add_middleware(SecurityHeaders)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
-    async def rechecking(request: Request) -> None:
-        await recheck(ctx, request)
+    async def session_first(request: Request) -> None:
+        """Before every webmail route: the session read off the event loop, and a session
+        opened by a token rechecked at the issuer when due (``web/oidc_login.py``)."""
+        session = await asyncio.to_thread(load_session, ctx, request)
+        if session is not None and not await recheck(ctx, session):
+            forget_session(request)
 
     for router in (login_router, oidc_router, mail_router, compose_router, account_router):
-        app.include_router(router(ctx), dependencies=[Depends(rechecking)])
+        app.include_router(router(ctx), dependencies=[Depends(session_first)])
 
     @app.exception_handler(StarletteHTTPException)
     async def errors(request: Request, exc: HTTPException) -> Response:

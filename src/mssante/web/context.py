@@ -98,10 +98,21 @@ def to_login(request: Request, reason: str = "") -> HTTPException:
 
 
 def load_session(ctx: WebContext, request: Request) -> SessionInfo | None:
+    """The request's session, read once per request: the routers' dependency reads it in a
+    worker thread first (``web/app.py``), so that routes on the event loop never wait for the
+    database here."""
+    if getattr(request.state, "session_loaded", False):
+        return request.state.web_session  # type: ignore[no-any-return]
     session = ctx.sessions.load(request.cookies.get(COOKIE))
     request.state.web_session = session
     request.state.language = language_of(request, session)
+    request.state.session_loaded = True
     return session
+
+
+def forget_session(request: Request) -> None:
+    request.state.web_session = None
+    request.state.session_loaded = True
 
 
 def check_csrf(request: Request, expected: str, sent: str | None) -> None:

@@ -82,6 +82,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
     async def image(request: Request, folder: str, uid: int, u: str = "") -> Response:
         """A remote image the message names, fetched by the server (``web/images.py``)."""
         current = visit(ctx, request)
+        check_names(folder, uid)
         raw = await _raw(ctx, current, folder, uid)
         view = await asyncio.to_thread(parse_message, raw)
         if ctx.images is None or not u or u not in _remote_images(view):
@@ -140,7 +141,10 @@ def mail_router(ctx: WebContext) -> APIRouter:
             )
         view = await asyncio.to_thread(parse_message, raw)
         await _audit_read(ctx, current, folder, uid)
-        info = await _folder_info(ctx, current, folder)
+        folders = await _folders(ctx, current)
+        info = next((f for f in folders if f.name == folder), None)
+        if info is None:
+            raise not_found()
         return ctx.render(
             request,
             "message.html",
@@ -152,7 +156,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
             sent=info.special_use == "\\Sent",
             statuses=_statuses(ctx, current, view) if info.special_use == "\\Sent" else [],
             receipt=_receipt_state(view, flags, raw) if info.special_use != "\\Sent" else "",
-            folders=await _folders(ctx, current),
+            folders=folders,
             images=bool(images),
             blocked=len(_remote_images(view)) if view.html is not None else 0,
         )
@@ -357,13 +361,6 @@ async def _flags(ctx: WebContext, current: Visit, folder: str, uid: int) -> froz
     if not entries:
         raise not_found()
     return entries[0].flags  # type: ignore[no-any-return]
-
-
-async def _folder_info(ctx: WebContext, current: Visit, folder: str) -> FolderInfo:
-    for info in await _folders(ctx, current):
-        if info.name == folder:
-            return info
-    raise not_found()
 
 
 async def _folders(ctx: WebContext, current: Visit) -> list[FolderInfo]:

@@ -20,6 +20,7 @@ needed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -35,7 +36,7 @@ from mssante.auth.service import AuthMethod, AuthProtocol, Principal
 from mssante.store.models import AccountKind, WebLogin, utcnow
 from mssante.web.context import PREFIX, WebContext, load_session, peer_of
 from mssante.web.login import open_session, refuse_login, set_session_cookie
-from mssante.web.sessions import COOKIE, token_hash
+from mssante.web.sessions import SessionInfo, token_hash
 
 _STATE_LIFETIME = timedelta(minutes=10)
 SCOPE = "openid scope_all"  # Pro Santé Connect's scopes (BRIEF §5)
@@ -87,22 +88,20 @@ def oidc_router(ctx: WebContext) -> APIRouter:
     return router
 
 
-async def recheck(ctx: WebContext, request: Request) -> None:
-    """For every webmail request: a session opened by a token asks the issuer, at most every
-    ``oidc.recheck_seconds``, whether the token still holds; if not, the session ends here
-    (the next step sends the person to the login page)."""
-    if ctx.bearer is None:
-        return
-    session = ctx.sessions.load(request.cookies.get(COOKIE))
-    if session is None or session.method != "oidc" or not session.oidc_token_id:
-        return
+async def recheck(ctx: WebContext, session: SessionInfo) -> bool:
+    """Whether ``session`` may go on. A session opened by a token asks the issuer, at most
+    every ``oidc.recheck_seconds``, whether the token still holds; if not, the session ends
+    here (the route then sends the person to the login page)."""
+    if ctx.bearer is None or session.method != "oidc" or not session.oidc_token_id:
+        return True
     due = session.checked_at + timedelta(seconds=ctx.settings.oidc.recheck_seconds)
     if utcnow() < due:
-        return
+        return True
     if await ctx.bearer.is_still_valid(session.oidc_token_id):
-        ctx.sessions.checked(session.token_hash)
-    else:
-        ctx.sessions.end(session.token_hash)
+        await asyncio.to_thread(ctx.sessions.checked, session.token_hash)
+        return True
+    await asyncio.to_thread(ctx.sessions.end, session.token_hash)
+    return False
 
 
 def _enabled(ctx: WebContext) -> bool:
