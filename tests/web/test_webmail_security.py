@@ -559,23 +559,42 @@ ODD_FOLDERS = (
 ODD_UIDS = (2, 999, 0, -1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 10**30)
 
 
-async def every_route_of_a_message(browser: Browser, folder: str, uid: int | str) -> None:
-    """Read, body, an attachment, flag, move, delete, receipt, reply: each 404."""
-    base = f"/webmail/f/{folder}/m/{uid}"
-    for path in (base, f"{base}/body", f"{base}/part/2"):
-        response = await browser.get(path)
-        assert response.status_code == 404, (path[:120], response.status_code)
-    reply = await browser.get(f"/webmail/compose?mode=reply&folder={folder}&uid={uid}")
-    assert reply.status_code == (200 if uid == 0 else 404), (folder[:60], uid)  # 0: a new one
-    posts: tuple[tuple[str, dict[str, str]], ...] = (
-        (f"{base}/flag", {"name": "\\Flagged", "on": "1"}),
-        (f"{base}/move", {"to": "Archive"}),
-        (f"{base}/delete", {}),
-        (f"{base}/receipt", {}),
-    )
-    for path, form in posts:
-        response = await browser.post(path, form)
-        assert response.status_code == 404, (path[:120], response.status_code)
+MESSAGE_FORMS = {"flag": {"name": "\\Flagged", "on": "1"}, "move": {"to": "Archive"}}
+
+
+@dataclass(frozen=True)
+class MessageRoutes:
+    """The app's routes of one message (``{uid}`` in their path), read from the app itself so
+    that a route added later is guessed at too; a POST route's form: its fields set to "1",
+    or the real form of :data:`MESSAGE_FORMS`."""
+
+    gets: tuple[str, ...]
+    posts: dict[str, dict[str, str]]
+
+    @classmethod
+    def of(cls, op: Operator) -> MessageRoutes:
+        gets = tuple(t for t in webmail_routes(op, "GET") if "{uid}" in t)
+        posts = {}
+        for template, route in webmail_routes(op, "POST").items():
+            if "{uid}" in template:
+                fields = {p.name: "1" for p in route.dependant.body_params if p.name != "csrf"}
+                posts[template] = MESSAGE_FORMS.get(template.rsplit("/", 1)[-1], fields)
+        assert len(gets) >= 3 and len(posts) >= 4, (gets, posts)
+        return cls(gets, posts)
+
+    async def all_answer_404(self, browser: Browser, folder: str, uid: int | str) -> None:
+        """Read, body, an attachment, flag, move, delete, receipt, reply…: each 404."""
+        values = {"folder": folder, "uid": str(uid), "part_id": "2"}
+        for template in self.gets:
+            path = concrete(template, **values)
+            response = await browser.get(path)
+            assert response.status_code == 404, (path[:120], response.status_code)
+        reply = await browser.get(f"/webmail/compose?mode=reply&folder={folder}&uid={uid}")
+        assert reply.status_code == (200 if uid == 0 else 404), (folder[:60], uid)  # 0: new
+        for template, form in self.posts.items():
+            path = concrete(template, **values)
+            response = await browser.post(path, form)
+            assert response.status_code == 404, (path[:120], response.status_code)
 
 
 async def test_other_mailboxes_unknown_uids_and_odd_names_answer_404(op: Operator) -> None:
@@ -588,6 +607,7 @@ async def test_other_mailboxes_unknown_uids_and_odd_names_answer_404(op: Operato
     durands = await asyncio.to_thread(
         op.rt.auth.add_app_password, DURAND, "Thunderbird", Actor("test")
     )
+    routes = MessageRoutes.of(op)
     async with Browser(op) as browser:
         await browser.login_enrolling()
         seen: list[str] = []
@@ -610,11 +630,11 @@ async def test_other_mailboxes_unknown_uids_and_odd_names_answer_404(op: Operato
         assert row is not None and row.mailbox == MARTIN
 
         for uid in ODD_UIDS:
-            await every_route_of_a_message(browser, "INBOX", uid)
+            await routes.all_answer_404(browser, "INBOX", uid)
         for folder in ODD_FOLDERS:
             listing = await browser.get(f"/webmail/f/{folder}")
             assert listing.status_code == 404, (folder[:60], listing.status_code)
-            await every_route_of_a_message(browser, folder, 1)
+            await routes.all_answer_404(browser, folder, 1)
         move = await browser.post("/webmail/f/INBOX/m/1/move", {"to": "../../INBOX"})
         assert move.status_code == 404
 
