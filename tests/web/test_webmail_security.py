@@ -794,3 +794,31 @@ async def test_a_tracking_image_is_not_loaded(op: Operator) -> None:
         loading = [(t, n, v) for t, n, v in parser.found if n != "href" and "tracker.example" in v]
         assert loading == []
         assert "tracker.example" not in body.text  # and not even as text (no link in this mail)
+
+
+async def test_a_nul_byte_in_a_form_is_a_refusal_not_a_crash(op: Operator) -> None:
+    """PostgreSQL cannot store NUL in text: the request is refused (400), never a 500."""
+    async with Browser(op) as browser:
+        refused = await browser.login("dr.martin\x00@b.mssante.test", "x\x00y")
+        assert refused.status_code in (400, 401), refused.text
+        await browser.login_enrolling()
+        label = await browser.post("/webmail/account/app-passwords", {"label": "pc\x00"})
+        assert label.status_code in (200, 400), label.text
+        assert (await browser.get("/webmail/f/INBOX")).status_code == 200
+
+
+async def test_a_null_origin_is_refused_even_with_the_token(op: Operator) -> None:
+    await deliver(op, message("Origine"), MARTIN)
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        await browser.get("/webmail/f/INBOX/m/1")
+        refused = await browser.post(
+            "/webmail/f/INBOX/m/1/flag", {"name": "\\Flagged"}, headers={"Origin": "null"}
+        )
+        assert refused.status_code == 403
+        plain = await browser.post(
+            "/webmail/f/INBOX/m/1/flag",
+            {"name": "\\Flagged"},
+            headers={"Origin": f"http://127.0.0.1:{op.rt.settings.web.port}"},
+        )
+        assert plain.status_code == 403  # our host, but not over https

@@ -19,6 +19,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mssante.directory.search import DirectorySearch
@@ -46,7 +47,9 @@ PAGE_CSP = (
 )
 _SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on every
+    # POST (Fetch §3.1), and the CSRF check could no longer tell our pages from a sandbox.
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"strict-transport-security", b"max-age=31536000"),
     (b"cross-origin-opener-policy", b"same-origin"),
@@ -132,6 +135,13 @@ def install_webmail(app: FastAPI, ctx: WebContext) -> None:
 
     for router in (login_router, oidc_router, mail_router, compose_router, account_router):
         app.include_router(router(ctx), dependencies=[Depends(session_first)])
+
+    @app.exception_handler(DataError)
+    async def bad_data(request: Request, exc: DataError) -> Response:
+        """A value the database cannot hold (a NUL byte in a form field, on PostgreSQL):
+        the request was wrong, not the server; nothing was written (the transaction
+        rolled back)."""
+        return await errors(request, HTTPException(status_code=400, detail="données invalides"))
 
     @app.exception_handler(StarletteHTTPException)
     async def errors(request: Request, exc: HTTPException) -> Response:

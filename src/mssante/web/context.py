@@ -120,8 +120,10 @@ def check_csrf(request: Request, expected: str, sent: str | None) -> None:
     header htmx adds), and comes from our own origin when the browser says where from."""
     token = sent or request.headers.get("x-csrf-token") or ""
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-        raise HTTPException(status_code=403, detail="csrf")
+    if origin is not None:  # "null" (a sandboxed frame, a privacy redirect) is refused too
+        parts = urlsplit(origin)
+        if parts.scheme != "https" or parts.netloc != request.headers.get("host"):
+            raise HTTPException(status_code=403, detail="csrf")
     if not token or not hmac.compare_digest(token.encode(), expected.encode()):
         raise HTTPException(status_code=403, detail="csrf")
 
