@@ -59,6 +59,9 @@ class WebSessions:
         self.db = db
         self.idle = timedelta(seconds=settings.idle_timeout)
         self.max_age = timedelta(seconds=settings.max_session_age)
+        # A write at most every 30 s, and often enough that a short idle timeout never ends
+        # a session in use.
+        self.touch_every = min(_TOUCH_EVERY, self.idle / 4)
 
     def create(
         self,
@@ -113,7 +116,7 @@ class WebSessions:
             if account.disabled or self._expired(web, now):
                 session.delete(web)
                 return None
-            if now - web.last_seen_at > _TOUCH_EVERY:
+            if now - web.last_seen_at > self.touch_every:
                 web.last_seen_at = now
             return _info(web, account.login)
 
