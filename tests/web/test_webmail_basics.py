@@ -519,3 +519,72 @@ async def test_changing_the_password_ends_the_other_sessions(op: Operator) -> No
         await op.rt.auth.check_password_async(MARTIN, PASSWORD, peer="x", protocol="imap") is None
     )
     assert ("auth.password_changed", MARTIN) in [(e, a) for e, a, _ in op.audit_events()]
+
+
+async def test_a_patients_opposition_blocks_mail_about_them(op: Operator, tmp_path: Path) -> None:
+    """BRIEF §7: recorded (here with the command line, on the operator's configuration), the
+    opposition refuses the message with its reason, sends nothing, and is audited; lifted,
+    the same message goes."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "operator.toml"
+    config.write_text(_config_toml(op))
+    cli = [sys.executable, "-m", "mssante", "patient", "opposition"]
+    recorded = subprocess.run(
+        [*cli, "add", "--config", str(config), "2 55 08 14 168 025 38", "--note", "oral"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    assert "255081416802538" in recorded.stdout
+    bad = subprocess.run(
+        [*cli, "add", "--config", str(config), "2 55 08 14 168 025 39"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode != 0 and "clé" in (bad.stderr + bad.stdout).lower()
+    form = {
+        "to": DURAND,
+        "body": "Compte rendu",
+        "action": "send",
+        "patient": "on",
+        "patient_ins": "255081416802538",
+        "patient_family_name": "Dupont",
+        "patient_given_names": "Marie",
+        "patient_birth_date": "1955-08-14",
+        "patient_sex": "F",
+        "patient_label": "Compte rendu",
+    }
+    async with Browser(op) as browser:
+        await browser.login_enrolling()
+        await browser.get("/webmail/compose")
+        refused = await browser.post("/webmail/compose", form)
+        assert refused.status_code == 400
+        assert "s&#39;est opposé à l&#39;échange de ses données" in refused.text
+        assert op.rt.store.list_messages(DURAND) == []
+        lifted = subprocess.run(
+            [*cli, "remove", "--config", str(config), "255081416802538"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert lifted.returncode == 0, lifted.stderr
+        sent = await browser.post("/webmail/compose", form)
+        assert sent.status_code == 303
+    events = [e for e, _, _ in op.audit_events()]
+    assert events.count("patient.send_refused") == 1
+    assert "patient.opposition_recorded" in events and "patient.opposition_lifted" in events
+    assert len(op.rt.store.list_messages(DURAND)) == 1
+
+
+def _config_toml(op: Operator) -> str:
+    """A configuration file naming the running operator's database and data folder."""
+    settings = op.rt.settings
+    database = settings.database
+    lines = [f'data_dir = "{settings.data_dir}"', "[database]", f'url = "{database.url}"']
+    if database.schema_name:
+        lines.append(f'schema_name = "{database.schema_name}"')
+    return "\n".join(lines) + "\n"

@@ -125,6 +125,10 @@ class AuditEvent(StrEnum):
     WEB_MESSAGE_READ = "web.message_read"  # a message opened (target: mailbox/folder/uid)
     WEB_MESSAGE_DELETED = "web.message_deleted"  # moved to Trash, or deleted from it
     MDN_SENT = "web.mdn_sent"  # a read receipt sent on the reader's request (RFC 8098)
+    # Patients (mssante.ops.patients; BRIEF §7)
+    PATIENT_OPPOSITION_RECORDED = "patient.opposition_recorded"  # target: the INS
+    PATIENT_OPPOSITION_LIFTED = "patient.opposition_lifted"
+    PATIENT_SEND_REFUSED = "patient.send_refused"  # mail about an opposed patient, not sent
     # The audit log itself
     AUDIT_VERIFIED = "audit.verified"
 

@@ -19,6 +19,7 @@ from mssante.cli import mail as mail_cli
 from mssante.cli import mailbox as mailbox_cli
 from mssante.cli import oidc as oidc_cli
 from mssante.cli import operator as operator_cli
+from mssante.cli import patient as patient_cli
 from mssante.cli import pki as pki_cli
 from mssante.cli import publication as publication_cli
 from mssante.cli import send as send_cli
@@ -50,6 +51,7 @@ for group in (
     dns_cli.group,
     oidc_cli.group,
     directory_cli.group,
+    patient_cli.group,
 ):
     cli.add_command(group)
 directory_cli.group.add_command(publication_cli.outbox)  # docs/publication.md

@@ -612,6 +612,18 @@ class WebLogin(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class PatientOpposition(Base):
+    """A patient's opposition to exchanges of their data (BRIEF §7), recorded at this operator
+    by a professional or the establishment; mail about that patient is then refused."""
+
+    __tablename__ = "patient_oppositions"
+
+    ins: Mapped[str] = mapped_column(String(15), primary_key=True)  # NIR or NIA with its key
+    recorded_by: Mapped[str] = mapped_column(String(320))
+    note: Mapped[str] = mapped_column(String(500), default="")
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class ReceiptKind(StrEnum):
     """What a returned report says of one recipient (RFC 3464 actions, RFC 8098 dispositions)."""
 

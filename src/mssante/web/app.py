@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mssante.directory.search import DirectorySearch
 from mssante.ops.folders import Folders
+from mssante.ops.patients import Oppositions
 from mssante.ratelimit import TokenBuckets
 from mssante.smtp.direct import DirectSubmission
 from mssante.web.account import account_router
@@ -110,6 +111,7 @@ def build_context(rt: OperatorRuntime) -> WebContext:
         templates=templates,
         audit=rt.audit,
         # a minute's worth at most at once: a burst of 10 let a setting of 3 allow 10
+        oppositions=Oppositions(rt.node.db),
         login_buckets=TokenBuckets(
             settings.web.login_attempts_per_minute / 60.0,
             max(1.0, settings.web.login_attempts_per_minute),

@@ -22,6 +22,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
+from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.errors import MssanteError
 from mssante.mail.patient import (
     Document,
@@ -51,6 +52,17 @@ class ComposeError(MssanteError):
     def __init__(self, public: str) -> None:
         super().__init__(public)
         self.public = public
+
+
+class OpposedPatient(ComposeError):
+    """The patient opposed exchanges about them (BRIEF §7): nothing is sent."""
+
+    def __init__(self, ins: str) -> None:
+        super().__init__(
+            "Ce patient s'est opposé à l'échange de ses données : le message n'est pas envoyé. "
+            "/ This patient opposed the exchange of their data: the message is not sent."
+        )
+        self.ins = ins
 
 
 @dataclass
@@ -106,6 +118,16 @@ def compose_router(ctx: WebContext) -> APIRouter:
             await ctx.submission.submit(
                 current.session.login, draft.sender, recipients, raw, peer=peer_of(request)
             )
+        except OpposedPatient as exc:
+            await ctx.audit(
+                AuditRecord(
+                    AuditEvent.PATIENT_SEND_REFUSED,
+                    actor=current.session.login,
+                    target=exc.ins,
+                    context={"mailbox": current.mailbox, "via": "web"},
+                )
+            )
+            return await _form(ctx, request, current, draft, error=exc.public, status=400)
         except (ComposeError, SubmissionRefused) as exc:
             return await _form(ctx, request, current, draft, error=exc.public, status=400)
         if draft.draft_uid:
@@ -320,6 +342,8 @@ def _patient_part(
     """BRIEF §7: the documents as they are plus the IHE_XDM.zip with the patient's INS; the
     subject ``XDM/1.0/DDM+…``; ``X-MSS-INS`` (and ``X-MSS-NIL``, already set)."""
     patient = _patient(draft.patient)
+    if ctx.oppositions.find(patient.ins.value) is not None:
+        raise OpposedPatient(patient.ins.value)
     documents = [Document(f.filename, f.content, f.content_type, f.filename) for f in files]
     if not documents:
         body = (draft.body or "").encode("utf-8")

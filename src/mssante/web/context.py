@@ -27,6 +27,7 @@ from mssante.directory.search import DirectorySearch
 from mssante.imap.bus import ChangeBus
 from mssante.ops.accounts import Accounts
 from mssante.ops.folders import Caller, Folders
+from mssante.ops.patients import Oppositions
 from mssante.ratelimit import TokenBuckets
 from mssante.smtp.direct import DirectSubmission
 from mssante.trust.model import Whitelist
@@ -53,6 +54,7 @@ class WebContext:
     templates: Jinja2Templates
     audit: Callable[[AuditRecord], Any]
     login_buckets: TokenBuckets
+    oppositions: Oppositions
     bus: ChangeBus | None = None
     certificates: CertificateLogins | None = None
     bearer: BearerValidator | None = None  # OIDC logins (web/oidc_login.py)

@@ -1,4 +1,4 @@
-"""webmail: server-side sessions, OIDC logins under way, delivery and read receipts (docs/webmail.md)
+"""webmail: server-side sessions, OIDC logins under way, patients' oppositions, receipts (docs/webmail.md)
 
 Revision ID: 0006
 Revises: 0005
@@ -19,6 +19,7 @@ depends_on = None
 def upgrade() -> None:
     _sessions()
     _logins()
+    _oppositions()
     _receipts()
 
 
@@ -57,6 +58,17 @@ def _logins() -> None:
         sa.Column("nonce", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("state_hash", name=op.f("pk_web_logins")),
+    )
+
+
+def _oppositions() -> None:
+    op.create_table(
+        "patient_oppositions",
+        sa.Column("ins", sa.String(length=15), nullable=False),
+        sa.Column("recorded_by", sa.String(length=320), nullable=False),
+        sa.Column("note", sa.String(length=500), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("ins", name=op.f("pk_patient_oppositions")),
     )
 
 
@@ -101,4 +113,5 @@ def _receipts() -> None:
 def downgrade() -> None:
     op.drop_table("message_receipts")
     op.drop_table("web_logins")
+    op.drop_table("patient_oppositions")
     op.drop_table("web_sessions")
