@@ -141,15 +141,16 @@ async def test_send_to_a_colleague_with_an_attachment(op: Operator) -> None:
     assert names == ["compte-rendu é.pdf"]
 
 
-def _body(op: Operator, address: str) -> bytes:
+def _body(op: Operator, address: str, folder: str = "INBOX") -> bytes:
+    """The newest message of ``address``'s ``folder``, read as its owner."""
     from mssante.ops.folders import Caller, Folders
 
     folders = Folders(op.rt.node.db, op.rt.node.blobs)
     with op.rt.node.db.session() as session:
         account = session.query(Account).filter_by(login=address).one()
         caller = Caller(account.id, account.login)
-    page = folders.page(caller, address, "INBOX")
-    data = folders.body(caller, address, "INBOX", page.summaries[0].uid)
+    page = folders.page(caller, address, folder)
+    data = folders.body(caller, address, folder, page.summaries[0].uid)
     assert data is not None
     return data
 
@@ -454,7 +455,7 @@ async def test_sent_shows_a_failure_with_its_reason_from_a_dsn(op: Operator) -> 
             "/webmail/compose",
             {"to": f"{DURAND}, {MARTIN}", "subject": "Avis", "body": "b", "action": "send"},
         )
-        sent = _sent_message(op)
+        sent = _body(op, MARTIN, "Sent")
         report = DeliveryReport(
             reporting_mta="smtp.b.mssante.test",
             sender=MARTIN,
@@ -472,19 +473,6 @@ async def test_sent_shows_a_failure_with_its_reason_from_a_dsn(op: Operator) -> 
     statuses = dict(re.findall(r'data-status="(\w+)"><span>([^<]+)</span>', view.text))
     assert statuses == {"failed": DURAND, "delivered": MARTIN}
     assert "550 5.1.1 No such mailbox" in view.text
-
-
-def _sent_message(op: Operator) -> bytes:
-    from mssante.ops.folders import Caller, Folders
-
-    folders = Folders(op.rt.node.db, op.rt.node.blobs)
-    with op.rt.node.db.session() as session:
-        account = session.query(Account).filter_by(login=MARTIN).one()
-        caller = Caller(account.id, account.login)
-    page = folders.page(caller, MARTIN, "Sent")
-    data = folders.body(caller, MARTIN, "Sent", page.summaries[0].uid)
-    assert data is not None
-    return data
 
 
 async def test_changing_the_password_ends_the_other_sessions(op: Operator) -> None:

@@ -16,9 +16,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
-from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
@@ -35,12 +34,12 @@ from mssante.mail.patient import (
     xdm_subject,
 )
 from mssante.mail.reading import MessageView, parse_message, quote_for_reply
-from mssante.ops.folders import AccessDenied, FlagMode, FolderNotFound
+from mssante.ops.folders import AccessDenied, FolderNotFound
 from mssante.smtp.direct import SubmissionRefused
 from mssante.smtp.policy import check_submission_recipient, domain_of
 from mssante.web.context import PREFIX, Visit, WebContext, peer_of
 from mssante.web.login import changing, visit
-from mssante.web.mail import UID_MAX, check_names
+from mssante.web.mail import UID_MAX, check_names, expunge_one, read_raw
 
 SOFTWARE = "mssante-webmail"  # X-MSS-NIL: the sending software's reference (BRIEF §7)
 _MAX_RECIPIENTS_FIELD = 20_000
@@ -97,7 +96,7 @@ def compose_router(ctx: WebContext) -> APIRouter:
         check_names(folder, uid)
         draft = Draft(sender=current.mailbox, to=to[:2000])
         if mode != "new" and folder and uid:
-            raw = await _raw(ctx, current, folder, uid)
+            raw = await read_raw(ctx, current, folder, uid)
             view = await asyncio.to_thread(parse_message, raw)
             draft = _prefilled(mode, view, current, folder, uid)
         return await _form(ctx, request, current, draft)
@@ -184,18 +183,6 @@ async def _form(
         error=error,
         max_mib=ctx.settings.smtp.max_message_bytes // (1024 * 1024),
     )
-
-
-async def _raw(ctx: WebContext, current: Visit, folder: str, uid: int) -> bytes:
-    try:
-        raw = await asyncio.to_thread(
-            ctx.folders.body, current.caller, current.mailbox, folder, uid
-        )
-    except (AccessDenied, FolderNotFound) as exc:
-        raise HTTPException(status_code=404, detail="not_found") from exc
-    if raw is None:
-        raise HTTPException(status_code=404, detail="not_found")
-    return raw
 
 
 def _prefilled(mode: str, view: MessageView, current: Visit, folder: str, uid: int) -> Draft:
@@ -402,17 +389,4 @@ async def _save_draft(ctx: WebContext, current: Visit, draft: Draft, raw: bytes)
 
 
 async def _drop_draft(ctx: WebContext, current: Visit, uid: int) -> None:
-    await asyncio.to_thread(
-        ctx.folders.store_flags,
-        current.caller,
-        current.mailbox,
-        "Drafts",
-        [uid],
-        flags=["\\Deleted"],
-        mode=FlagMode.ADD,
-    )
-    await asyncio.to_thread(ctx.folders.expunge, current.caller, current.mailbox, "Drafts", [uid])
-
-
-def part_url(folder: str, uid: int, part_id: str) -> str:
-    return f"{PREFIX}/f/{quote(folder)}/m/{uid}/part/{part_id}"
+    await expunge_one(ctx, current, "Drafts", uid)

@@ -18,7 +18,6 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from mssante.audit.events import AuditEvent, AuditRecord
-from mssante.auth.certificates import CertificateLogin
 from mssante.auth.service import AuthError, AuthMethod, AuthProtocol, Principal
 from mssante.ops.accounts import Actor
 from mssante.ops.folders import Caller
@@ -120,7 +119,11 @@ def login_router(ctx: WebContext) -> APIRouter:
         if result is None:
             return refuse_login(ctx, request, "login.no_certificate", 401)
         token = await open_session(
-            ctx, request, _as_principal(result), "certificate", pending=False
+            ctx,
+            request,
+            session_principal(result.account_id, result.login, result.id_nat_or_structure),
+            "certificate",
+            pending=False,
         )
         response = RedirectResponse(f"{PREFIX}/", status_code=303)
         set_session_cookie(response, token)
@@ -265,13 +268,14 @@ def refuse_login(
     return response
 
 
-def _as_principal(login: CertificateLogin) -> Principal:
+def session_principal(account_id: int, login: str, id_nat: str) -> Principal:
+    """The person a card or a token opened a session for (the session records the method)."""
     return Principal(
-        account_id=login.account_id,
-        login=login.login,
+        account_id=account_id,
+        login=login,
         kind=AccountKind.PERSON,
-        id_nat=login.id_nat_or_structure,
-        method=AuthMethod.PASSWORD,  # not used: the session records "certificate"
+        id_nat=id_nat,
+        method=AuthMethod.PASSWORD,  # not used: WebSession.method says how
     )
 
 

@@ -69,7 +69,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
         of its own: no script at all, images from this server only."""
         current = visit(ctx, request)
         check_names(folder, uid)
-        raw = await _raw(ctx, current, folder, uid)
+        raw = await read_raw(ctx, current, folder, uid)
         view = await asyncio.to_thread(parse_message, raw)
         html = await asyncio.to_thread(_body_html, view, folder, uid, allow_images=bool(images))
         page = (
@@ -83,7 +83,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
         """A remote image the message names, fetched by the server (``web/images.py``)."""
         current = visit(ctx, request)
         check_names(folder, uid)
-        raw = await _raw(ctx, current, folder, uid)
+        raw = await read_raw(ctx, current, folder, uid)
         view = await asyncio.to_thread(parse_message, raw)
         if ctx.images is None or not u or u not in _remote_images(view):
             raise not_found()
@@ -103,7 +103,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
     async def part(request: Request, folder: str, uid: int, part_id: str) -> Response:
         current = visit(ctx, request)
         check_names(folder, uid)
-        raw = await _raw(ctx, current, folder, uid)
+        raw = await read_raw(ctx, current, folder, uid)
         found = await asyncio.to_thread(attachment_bytes, raw, part_id)
         if found is None:
             raise not_found()
@@ -127,7 +127,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
     async def read(request: Request, folder: str, uid: int, images: int = 0) -> Response:
         current = visit(ctx, request)
         check_names(folder, uid)
-        raw = await _raw(ctx, current, folder, uid)
+        raw = await read_raw(ctx, current, folder, uid)
         flags = await _flags(ctx, current, folder, uid)
         if SEEN not in flags:
             await asyncio.to_thread(
@@ -246,18 +246,8 @@ def mail_router(ctx: WebContext) -> APIRouter:
         current = changing(ctx, request, csrf)
         check_names(folder, uid)
         if folder == "Trash":
-            flagged = await _call(
-                ctx.folders.store_flags,
-                current.caller,
-                current.mailbox,
-                folder,
-                [uid],
-                flags=["\\Deleted"],
-                mode=FlagMode.ADD,
-            )
-            if not flagged:
+            if not await expunge_one(ctx, current, folder, uid):
                 raise not_found()
-            await _call(ctx.folders.expunge, current.caller, current.mailbox, folder, uids=[uid])
         else:
             moved = await _call(
                 ctx.folders.move, current.caller, current.mailbox, folder, [uid], "Trash"
@@ -280,7 +270,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
     ) -> Response:
         current = changing(ctx, request, csrf)
         check_names(folder, uid)
-        raw = await _raw(ctx, current, folder, uid)
+        raw = await read_raw(ctx, current, folder, uid)
         flags = await _flags(ctx, current, folder, uid)
         if MDN_SENT_FLAG not in flags and mdn_decision(raw) is not MdnDecision.NONE:
             await _send_mdn(ctx, request, current, raw)
@@ -349,7 +339,25 @@ async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
 
 
-async def _raw(ctx: WebContext, current: Visit, folder: str, uid: int) -> bytes:
+async def expunge_one(ctx: WebContext, current: Visit, folder: str, uid: int) -> bool:
+    """Delete one message for good (``\\Deleted``, then expunge that UID only); False if the
+    folder does not hold it."""
+    flagged = await _call(
+        ctx.folders.store_flags,
+        current.caller,
+        current.mailbox,
+        folder,
+        [uid],
+        flags=["\\Deleted"],
+        mode=FlagMode.ADD,
+    )
+    if flagged:
+        await _call(ctx.folders.expunge, current.caller, current.mailbox, folder, uids=[uid])
+    return bool(flagged)
+
+
+async def read_raw(ctx: WebContext, current: Visit, folder: str, uid: int) -> bytes:
+    """The message's bytes; 404 if the folder does not hold it or is not the visitor's."""
     raw = await _call(ctx.folders.body, current.caller, current.mailbox, folder, uid)
     if raw is None:
         raise not_found()

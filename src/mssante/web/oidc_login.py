@@ -32,10 +32,10 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import delete
 
 from mssante.auth.bearer import BearerLogin
-from mssante.auth.service import AuthMethod, AuthProtocol, Principal
-from mssante.store.models import AccountKind, WebLogin, utcnow
+from mssante.auth.service import AuthProtocol
+from mssante.store.models import WebLogin, utcnow
 from mssante.web.context import PREFIX, WebContext, load_session, peer_of
-from mssante.web.login import open_session, refuse_login, set_session_cookie
+from mssante.web.login import open_session, refuse_login, session_principal, set_session_cookie
 from mssante.web.sessions import SessionInfo, token_hash
 
 _STATE_LIFETIME = timedelta(minutes=10)
@@ -79,7 +79,11 @@ def oidc_router(ctx: WebContext) -> APIRouter:
         if login is None:
             return refuse_login(ctx, request, "login.failed", 401)
         token = await open_session(
-            ctx, request, _principal(login), "oidc", oidc_token_id=login.token_id
+            ctx,
+            request,
+            session_principal(login.account_id, login.login, login.id_nat),
+            "oidc",
+            oidc_token_id=login.token_id,
         )
         response = RedirectResponse(f"{PREFIX}/", status_code=303)
         set_session_cookie(response, token)
@@ -151,14 +155,4 @@ async def _login(ctx: WebContext, request: Request, code: str, verifier: str) ->
         return None
     return await ctx.bearer.authenticate(
         access, None, peer=peer_of(request), protocol=AuthProtocol.WEB
-    )
-
-
-def _principal(login: BearerLogin) -> Principal:
-    return Principal(
-        account_id=login.account_id,
-        login=login.login,
-        kind=AccountKind.PERSON,
-        id_nat=login.id_nat,
-        method=AuthMethod.PASSWORD,  # not used: the session records "oidc"
     )
