@@ -15,7 +15,7 @@ from smtp_helpers import Client, message
 from mssante.audit.log import iter_entries
 from mssante.operator.runtime import OperatorRuntime
 from mssante.ops.accounts import Accounts, Actor, NewPerson
-from mssante.smtp.queue import recipients_of
+from mssante.queue.store import recipients_of
 
 DUBOIS = "secretariat.dubois@b.mssante.test"
 

@@ -29,8 +29,8 @@ from mssante.audit.events import ListSink
 from mssante.ops.accounts import Accounts, Actor, NewPerson
 from mssante.ops.mailstore import MailStore
 from mssante.pki import CrlCache, TestPki, TrustStore
-from mssante.smtp.delivery import DeliveryService
-from mssante.smtp.routes import RouteResolver
+from mssante.queue.delivery import DeliveryService
+from mssante.queue.routes import RouteResolver
 from mssante.store.blobs import FileBlobStore
 from mssante.store.db import Database
 from mssante.trust.model import Whitelist

@@ -33,8 +33,8 @@ from mssante.config import OperatorSettings, PkiSettings, Settings, SmtpSettings
 from mssante.ops.mailstore import MailStore
 from mssante.pki import IssuedPaths, TestPki
 from mssante.pki.names import dn_string
-from mssante.smtp.delivery import DeliveryService
-from mssante.smtp.queue import enqueue
+from mssante.queue.delivery import DeliveryService
+from mssante.queue.store import enqueue
 from mssante.store.blobs import FileBlobStore
 from mssante.store.db import Database
 from mssante.trust.model import Whitelist, WhitelistDomain

@@ -19,7 +19,7 @@ from outbound_helpers import (
     report_fields,
 )
 
-from mssante.smtp.queue import recipients_of
+from mssante.queue.store import recipients_of
 from mssante.store.models import QueueStatus
 
 MakeOperator = Callable[..., Operator]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from outbound_helpers import PEER_DOMAIN, PEER_HOST, LocalDns, Operator, Receiver, peer_refusals
 
-from mssante.smtp.routes import NoRoute, Route, RouteResolver, parse_static_route
+from mssante.queue.routes import NoRoute, Route, RouteResolver, parse_static_route
 from mssante.store.models import QueueStatus
 
 MakeOperator = Callable[..., Operator]

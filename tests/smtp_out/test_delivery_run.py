@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from outbound_helpers import PEER_DOMAIN, Operator, Receiver
 
-from mssante.smtp.queue import claim_due
+from mssante.queue.store import claim_due
 from mssante.store.models import QueueStatus
 
 MakeOperator = Callable[..., Operator]

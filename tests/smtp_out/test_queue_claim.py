@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from mssante.audit.log import iter_entries
-from mssante.smtp.queue import (
+from mssante.queue.store import (
     Claim,
     QueuedMessage,
     Reply,

@@ -29,10 +29,10 @@ from mssante.operator.web import WebListener, start_web
 from mssante.operator.whitelist_sync import WhitelistSync
 from mssante.ops.accounts import Accounts
 from mssante.ops.mailstore import MailStore
+from mssante.queue.delivery import DeliveryService
+from mssante.queue.store import enqueue
 from mssante.runtime import Node, open_node
-from mssante.smtp.delivery import DeliveryService
 from mssante.smtp.inbound import InboundContext, make_inbound_protocol
-from mssante.smtp.queue import enqueue
 from mssante.smtp.submission import OutgoingMessage, SubmissionContext, make_submission_protocol
 from mssante.smtp.tls import inbound_context, submission_context
 from mssante.store.group_commit import GroupCommitter

@@ -348,7 +348,7 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-# --- Outbound queue (mssante.smtp.queue; docs/queue.md) -----------------------------------------
+# --- Outbound queue (mssante.queue.store; docs/queue.md) -----------------------------------------
 
 
 class QueueStatus(StrEnum):
@@ -383,7 +383,7 @@ class QueueRecipient(Base):
     """One recipient of a queued message, with its own state, attempts and last reply.
 
     ``next_attempt_at`` is set only while the recipient waits (queued, deferred), so the index
-    on it holds exactly the pending work that :func:`mssante.smtp.queue.claim_due` scans.
+    on it holds exactly the pending work that :func:`mssante.queue.store.claim_due` scans.
     """
 
     __tablename__ = "queue_recipients"

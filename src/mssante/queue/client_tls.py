@@ -32,7 +32,7 @@ from mssante.pki.names import dn_string
 from mssante.pki.profiles import Purpose
 from mssante.pki.truststore import TrustStore
 from mssante.pki.verify import verify_certificate
-from mssante.smtp.routes import is_ip_literal
+from mssante.queue.routes import is_ip_literal
 from mssante.trust.model import Whitelist
 
 # OpenSSL's X509_V_FLAG_NO_CHECK_TIME (Python's ssl.VerifyFlags does not name it): dates are

@@ -4,16 +4,16 @@ One *domain job* at a time per domain, at most ``smtp.delivery_workers`` jobs at
 
 1. **trust space**: the domain must be on the whitelist, else its recipients fail at once
    ("domain not in the MSSanté trust space"; no whitelist loaded yet: they wait);
-2. **route**: :mod:`mssante.smtp.routes` (static table, else DNS MX, RFC 5321 §5.1);
+2. **route**: :mod:`mssante.queue.routes` (static table, else DNS MX, RFC 5321 §5.1);
 3. **session**: connect, EHLO, STARTTLS required (RFC 3207; never in clear), TLS 1.2+, our
    certificate presented, the peer's certificate and DN checked
-   (:func:`mssante.smtp.client_tls.check_peer`) before a single MAIL FROM is sent; a refused
+   (:func:`mssante.queue.client_tls.check_peer`) before a single MAIL FROM is sent; a refused
    peer is audited (``queue.peer_refused``) and the next route is tried;
 4. **transactions**: every due message of the domain in turn over that one connection, then
    whatever became due meanwhile, for as long as some is (connection reuse: a TLS handshake
    with certificate checks costs far more than a transaction); per-recipient replies;
 5. **bookkeeping**: after each message, its recipients' outcomes, their audit entries and any
-   DSN or delay notice commit in one transaction (:func:`mssante.smtp.queue.apply`).
+   DSN or delay notice commit in one transaction (:func:`mssante.queue.store.apply`).
 
 Database and blob work runs in threads (``asyncio.to_thread``), so that the event loop only
 ever waits on sockets.
@@ -53,8 +53,9 @@ from mssante.mail.dsn import (
 from mssante.ops.mailstore import Headers, MailStore
 from mssante.pki.crl import CrlCache
 from mssante.pki.truststore import TrustStore
-from mssante.smtp.client_tls import check_peer, client_context, peer_certificate, tls_version
-from mssante.smtp.queue import (
+from mssante.queue.client_tls import check_peer, client_context, peer_certificate, tls_version
+from mssante.queue.routes import NoRoute, Route, RouteResolver, is_ip_literal
+from mssante.queue.store import (
     Claim,
     DomainBatch,
     Queue,
@@ -68,7 +69,6 @@ from mssante.smtp.queue import (
     enqueue,
     utc_now,
 )
-from mssante.smtp.routes import NoRoute, Route, RouteResolver, is_ip_literal
 from mssante.store.blobs import BlobStore
 from mssante.store.db import Database
 from mssante.store.group_commit import GroupCommitter
@@ -185,7 +185,7 @@ class DeliveryService:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active: dict[str, set[asyncio.Task[None]]] = {}
-        self._log = get_logger("mssante.smtp.delivery")
+        self._log = get_logger("mssante.queue.delivery")
 
     # -- entry points ----------------------------------------------------------------------
     def notify(self) -> None:
@@ -614,7 +614,7 @@ class Notifier:
         self._blobs = blobs
         self._mail_store = mail_store
         self._policy = policy
-        self._log = get_logger("mssante.smtp.delivery")
+        self._log = get_logger("mssante.queue.delivery")
 
     def prepare(self, settled: Sequence[Settled], now: datetime) -> list[Notice]:
         """The notices ``settled`` calls for, one per message and action, built and stored
