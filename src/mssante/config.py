@@ -86,6 +86,12 @@ class PkiSettings(BaseModel):
         True,
         description="Refuse a certificate whose issuer has no valid CRL at hand",
     )
+    crl_refresh_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds between CRL refreshes (also at each CRL's nextUpdate), on their "
+        "own clock, not the whitelist's; sessions of a certificate now revoked then end",
+    )
 
 
 class TlsSettings(BaseModel):
@@ -152,6 +158,18 @@ class SmtpSettings(BaseModel):
         25 * 1024 * 1024, ge=1024, description="Largest message accepted (SIZE, RFC 1870)"
     )
     max_recipients: int = Field(100, ge=1, description="Most recipients in one transaction")
+    max_messages_per_hour: int = Field(
+        600,
+        ge=1,
+        description="Messages one sending mailbox may hand in per hour, at most this many at "
+        "once (every door: submission, webmail, API); beyond it a temporary refusal",
+    )
+    software_reference: str = Field(
+        "mssante",
+        min_length=1,
+        max_length=100,
+        description="X-MSS-NIL stamped on our users' mail that names no sending software",
+    )
     command_timeout: float = Field(
         300.0, gt=0, description="Seconds a client may stay silent between commands"
     )
@@ -314,6 +332,13 @@ class AuthSettings(BaseModel):
     throttle_window: float = Field(
         900.0, gt=0, description="Seconds after which a failed login is forgotten"
     )
+    revocation_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between reads of the revocations table: a session resting on "
+        "something revoked by another process (CLI, another node) ends within this delay "
+        "(docs/revocation.md; revocations made in this process apply at once)",
+    )
 
     @model_validator(mode="after")
     def _argon2_memory_fits_lanes(self) -> AuthSettings:
@@ -369,7 +394,8 @@ class OidcSettings(BaseModel):
     recheck_seconds: float = Field(
         60.0,
         gt=0,
-        description="How often a long session (IMAP IDLE) asks whether its token still holds",
+        description="Seconds between the questions to the issuer whether the tokens of open "
+        "sessions (IMAP, submission, webmail) still hold (docs/revocation.md)",
     )
     http_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the issuer")
     listen_host: str = Field("127.0.0.1", description="Provider: address its HTTPS server binds")

@@ -17,11 +17,12 @@ import imapclient
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from mssante.audit.events import Actor
 from mssante.audit.log import iter_entries
 from mssante.authority.publish import Signer
 from mssante.config import Settings, load_settings
 from mssante.operator.runtime import OperatorRuntime, build_runtime, run_operator
-from mssante.ops.accounts import Accounts, Actor, NewPerson
+from mssante.ops.accounts import Accounts, NewPerson
 from mssante.pki import TestPki
 from mssante.pki.loading import load_certificate
 from mssante.trust.model import Whitelist, WhitelistDomain
@@ -134,8 +135,12 @@ class Operator:
         return client
 
     def deliver(self, raw: bytes, *recipients: str) -> None:
-        """As SMTP delivers: through the runtime's mail store (blocking; run in a thread)."""
-        self.rt.store.deliver(raw, list(recipients) or [MARTIN])
+        """Straight into the runtime's mail store, then the news on its change bus, as a
+        writer of this process does (blocking; run in a thread)."""
+        targets = list(recipients) or [MARTIN]
+        self.rt.store.deliver(raw, targets)
+        for address in targets:
+            self.rt.bus.publish(address)
 
     def audit_events(self) -> list[tuple[str, str, dict[str, Any]]]:
         return [(e.event, e.actor, e.context) for e in iter_entries(self.rt.node.db)]

@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 import pytest
 from oidc_helpers import DUBOIS, MARTIN, World, password_form
 
+from mssante.auth.revocation import RevocationWatcher
 from mssante.auth.sasl import build_oauthbearer, build_xoauth2
 from mssante.imap.service import start_imap
-from mssante.operator.runtime import OperatorRuntime, build_runtime
+from mssante.operator.runtime import OperatorRuntime, build_runtime, imap_parts
 from support import free_port_block
 
 
@@ -32,7 +33,14 @@ async def running_imap(world: World, *, recheck: float = 60.0) -> AsyncIterator[
         }
     )
     rt = build_runtime(settings)
-    await start_imap(rt)
+    task = await start_imap(imap_parts(rt))
+    if task is not None:
+        rt.tasks.append(task)
+    # The process's one revocation watcher asks the issuer about the sessions' tokens.
+    watcher = RevocationWatcher.from_settings(
+        settings, rt.node.db, rt.auth.sessions, bearer=rt.bearer
+    )
+    rt.tasks.append(asyncio.create_task(watcher.run(asyncio.Event())))
     try:
         yield rt
     finally:

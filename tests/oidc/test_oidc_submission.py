@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import smtplib
 import ssl
@@ -14,18 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from oidc_helpers import DOMAIN, DUBOIS, MARTIN, World, password_form
+from oidc_helpers import DUBOIS, MARTIN, World, password_form
 
-from mssante.audit.events import AuditRecord
-from mssante.auth.bearer import BearerValidator
 from mssante.auth.sasl import build_oauthbearer, build_xoauth2
-from mssante.auth.service import AuthService
-from mssante.ops.accounts import Accounts
-from mssante.ops.mailstore import MailStore
-from mssante.runtime import open_node
-from mssante.smtp.submission import SubmissionContext, make_submission_protocol
-from mssante.smtp.tls import submission_context
-from mssante.store.group_commit import GroupCommitter
+from mssante.operator.runtime import build_runtime, submission_parts
+from mssante.smtp.submission import make_submission_protocol
+from mssante.tls import submission_context
 from support import free_port_block
 
 
@@ -38,29 +33,8 @@ class Ports:
 @contextlib.asynccontextmanager
 async def running_submission(world: World, *, bearer: bool = True) -> AsyncIterator[Ports]:
     """The submission listeners of an operator whose accounts the provider knows."""
-    node = open_node(world.settings)
-    committer = GroupCommitter(node.db)
-
-    async def audit(record: AuditRecord) -> None:
-        await asyncio.to_thread(node.audit.record, record)
-
-    ctx = SubmissionContext(
-        hostname="smtp.b.mssante.test",
-        local_domains=frozenset({DOMAIN}),
-        max_message_bytes=200_000,
-        max_recipients=5,
-        whitelist=lambda: None,
-        accounts=Accounts(node.db),
-        store=MailStore(node.db, node.blobs),
-        committer=committer,
-        enqueue=lambda session, message: None,
-        notify_queue=lambda: None,
-        auth=AuthService(node.db, world.settings, node.audit),
-        audit=audit,
-        bearer=BearerValidator.from_settings(world.settings, node.db, node.audit)
-        if bearer
-        else None,
-    )
+    rt = build_runtime(world.settings)
+    ctx = dataclasses.replace(submission_parts(rt), bearer=rt.bearer if bearer else None)
     tls = submission_context(world.settings)
     base = free_port_block(2)
     loop = asyncio.get_running_loop()
@@ -81,8 +55,8 @@ async def running_submission(world: World, *, bearer: bool = True) -> AsyncItera
         for server in servers:
             server.close()
             await server.wait_closed()
-        await committer.close()
-        node.close()
+        await rt.committer.close()
+        rt.node.close()
 
 
 def _client_tls(world: World) -> ssl.SSLContext:

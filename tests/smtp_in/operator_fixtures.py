@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from smtp_helpers import DN_A, DN_B, DOMAIN_A, DOMAIN_B, HOST_A, HOST_B, STRUCT_A, STRUCT_B, Cert
 
+from mssante.audit.events import Actor
 from mssante.authority.publish import Signer
 from mssante.config import Settings, load_settings
 from mssante.operator.runtime import OperatorRuntime, build_runtime, run_operator
-from mssante.ops.accounts import Accounts, Actor, NewPerson
+from mssante.ops.accounts import Accounts, NewPerson
 from mssante.pki import TestPki
 from mssante.pki.loading import load_certificate
 from mssante.trust.model import Whitelist, WhitelistDomain

@@ -186,7 +186,10 @@ async def test_unknown_recipient(operator_b: OperatorRuntime, space: Space) -> N
         return [c.cmd(f"MAIL FROM:<x@{DOMAIN_A}>"), c.cmd("RCPT TO:<nobody@b.mssante.test>")]
 
     replies = await _session(operator_b, space, space.a, steps)
-    assert replies[1] == (550, "5.1.1 No such mailbox here")
+    assert replies[1] == (
+        550,
+        "5.1.1 nobody@b.mssante.test : adresse inconnue / nobody@b.mssante.test: no such mailbox here",
+    )
     assert _events(operator_b)[-1] == "smtp.refused_unknown_recipient"
 
 
@@ -211,7 +214,7 @@ async def test_bare_line_endings_are_refused(
         return [c.cmd(f"MAIL FROM:<x@{DOMAIN_A}>"), c.cmd(f"RCPT TO:<{MARTIN}>"), c.data(payload)]
 
     replies = await _session(operator_b, space, space.a, steps)
-    assert replies[2][0] == 550 and replies[2][1].startswith("5.6.0 Bare LF or CR")
+    assert replies[2][0] == 550 and replies[2][1].startswith("5.6.0 fin de ligne isolee (LF ou CR)")
     assert _events(operator_b)[-1] == "smtp.refused_bare_line_ending"
     assert _inbox(operator_b) == []
 
@@ -288,7 +291,7 @@ async def test_data_edge_cases_over_one_pipelined_connection(
                 for line in (f"MAIL FROM:<x@{DOMAIN_A}>", f"RCPT TO:<{MARTIN}>", "DATA"):
                     tls.sendall(line.encode() + b"\r\n")
                     t.readline()
-                body = b"Subject: points\r\nMessage-ID: <dots@a>\r\n\r\n..leading dot\r\n...two\r\n.\r\nQUIT\r\n"
+                body = b"From: x@a.mssante.test\r\nSubject: points\r\nMessage-ID: <dots@a>\r\n\r\n..leading dot\r\n...two\r\n.\r\nQUIT\r\n"
                 tls.sendall(body)  # QUIT pipelined right after the end of data
                 return t.readline() + t.readline()
 
@@ -309,3 +312,27 @@ async def test_a_line_over_1000_octets_is_refused(
     replies = await _session(operator_b, space, space.a, steps)
     assert replies[2][0] == 500 and "Line too long" in replies[2][1]
     assert _inbox(operator_b) == []
+
+
+async def test_a_listed_peer_cannot_write_as_a_domain_it_does_not_serve(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
+    """Issue 11: operator A (listed for a.mssante.test only) sends with a valid envelope sender
+    but ``From: directeur@ars.sante.fr``: refused at DATA, nothing stored, audited."""
+    spoofed = message(f"dr.durand@{DOMAIN_A}", MARTIN, "Circulaire").replace(
+        f"From: dr.durand@{DOMAIN_A}".encode(), b"From: Le directeur <directeur@ars.sante.fr>"
+    )
+
+    def steps(c: Client) -> list[tuple[int, str]]:
+        return [
+            c.cmd(f"MAIL FROM:<dr.durand@{DOMAIN_A}>"),
+            c.cmd(f"RCPT TO:<{MARTIN}>"),
+            c.data(spoofed),
+        ]
+
+    replies = await _session(operator_b, space, space.a, steps)
+    assert replies[2][0] == 550 and replies[2][1].startswith("5.7.1"), replies
+    assert "does not serve" in replies[2][1]
+    assert _inbox(operator_b) == []
+    entry = [e for e in iter_entries(operator_b.node.db) if e.event == "message.refused_from"][-1]
+    assert entry.context["via"] == "inbound" and "ars.sante.fr" in entry.context["detail"]

@@ -1,4 +1,5 @@
-"""The accept/refuse decisions as plain functions: facts in, refusal out, no socket."""
+"""The accept/refuse decisions as plain functions: facts in, refusal out, no socket: the inbound
+listener's transport checks (``smtp/policy.py``) and the acceptance path's (``ops/acceptance.py``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from mssante.audit.events import AuditEvent
+from mssante.ops import acceptance
 from mssante.pki.verify import Failure, VerificationResult
-from mssante.smtp import policy, replies
+from mssante.smtp import policy
 from mssante.trust.model import Whitelist, WhitelistDomain
 
 DN_A = "CN=smtp.a.mssante.test,OU=341459958900028,O=OPERATEUR A,ST=Gironde (33),C=FR"
@@ -83,22 +85,16 @@ def test_no_whitelist_yet_is_temporary() -> None:
     ],
 )
 def test_bare_line_endings_are_refused(data: bytes) -> None:
-    refusal = policy.check_line_endings(data)
+    refusal = acceptance.check_line_endings(data)
     assert refusal is not None and refusal.reply.enhanced == "5.6.0"
 
 
 def test_crlf_only_is_fine() -> None:
-    assert policy.check_line_endings(b"Subject: x\r\n\r\nbody\r\n.. dot\r\n") is None
-
-
-def test_recipient_limit() -> None:
-    assert policy.check_recipient_count(99, 100) is None
-    refusal = policy.check_recipient_count(100, 100)
-    assert refusal is not None and str(refusal.reply).startswith("452 4.5.3")
+    assert acceptance.check_line_endings(b"Subject: x\r\n\r\nbody\r\n.. dot\r\n") is None
 
 
 def test_submission_recipient_outside_trust_space_speaks_french() -> None:
-    refusal = policy.check_submission_recipient(whitelist(), {"b.mssante.test"}, "jean@gmail.com")
+    refusal = acceptance.check_trust_space(whitelist(), {"b.mssante.test"}, "jean@gmail.com")
     assert refusal is not None
     assert refusal.reply.code == 550
     assert "jean@gmail.com n'appartient pas à l'espace de confiance MSSanté" in refusal.reply.text
@@ -108,7 +104,7 @@ def test_submission_recipient_outside_trust_space_speaks_french() -> None:
 
 @pytest.mark.parametrize("address", ["x@b.mssante.test", "x@a.mssante.test"])
 def test_submission_recipient_in_trust_space(address: str) -> None:
-    assert policy.check_submission_recipient(whitelist(), {"b.mssante.test"}, address) is None
+    assert acceptance.check_trust_space(whitelist(), {"b.mssante.test"}, address) is None
 
 
 @pytest.mark.parametrize(
@@ -123,7 +119,33 @@ def test_submission_recipient_in_trust_space(address: str) -> None:
     ],
 )
 def test_from_header(header: bytes, allowed: bool) -> None:
-    refusal = policy.check_from_header(header + b"\r\nbody\r\n", {"martin@b.mssante.test"})
+    refusal = acceptance.check_from_header(header + b"\r\nbody\r\n", {"martin@b.mssante.test"})
     assert (refusal is None) == allowed
     if refusal:
-        assert refusal.reply == replies.FROM_NOT_ALLOWED
+        assert refusal.code == "from_not_allowed"
+        assert refusal.reply.code == 553 and refusal.reply.enhanced == "5.7.1"
+
+
+@pytest.mark.parametrize(
+    ("sender", "header", "aligned"),
+    [
+        ("x@a.mssante.test", b"From: Dr X <x@a.mssante.test>\r\n", True),
+        ("x@a.mssante.test", b"From: y@a.mssante.test\r\n", True),  # same domain
+        # the issue's case: a listed peer writing as a domain it does not serve
+        ("x@a.mssante.test", b"From: directeur@ars.sante.fr\r\n", False),
+        ("x@a.mssante.test", b"From: boss@b.mssante.test\r\n", False),  # another operator's
+        ("x@a.mssante.test", b"From: x@a.mssante.test, d@ars.sante.fr\r\n", False),
+        ("x@a.mssante.test", b"Subject: no From\r\n", False),
+        ("", b"From: MAILER-DAEMON@smtp.a.mssante.test\r\n", True),  # a report from its host
+        ("", b"From: postmaster@a.mssante.test\r\n", True),
+        ("", b"From: postmaster@b.mssante.test\r\n", False),
+    ],
+)
+def test_from_is_aligned_with_the_peer(sender: str, header: bytes, aligned: bool) -> None:
+    """RFC 5322 From: of a peer's mail: the envelope sender's domain, or a domain the whitelist
+    lists for the peer's certificate (issue 11)."""
+    refusal = acceptance.check_from_aligned(header + b"\r\nbody\r\n", sender, DN_A, whitelist())
+    assert (refusal is None) == aligned
+    if refusal is not None:
+        assert refusal.code == "from_not_aligned"
+        assert refusal.event is AuditEvent.MESSAGE_REFUSED_FROM

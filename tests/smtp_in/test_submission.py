@@ -12,9 +12,10 @@ import pytest
 from operator_fixtures import MARTIN, PASSWORD, Space
 from smtp_helpers import Client, message
 
+from mssante.audit.events import Actor
 from mssante.audit.log import iter_entries
 from mssante.operator.runtime import OperatorRuntime
-from mssante.ops.accounts import Accounts, Actor, NewPerson
+from mssante.ops.accounts import Accounts, NewPerson
 from mssante.queue.store import recipients_of
 
 DUBOIS = "secretariat.dubois@b.mssante.test"
@@ -130,7 +131,10 @@ async def test_sending_as_someone_else_is_refused(
     operator_b: OperatorRuntime, space: Space, dubois: str
 ) -> None:
     replies = await _submit(operator_b, space, _send_to(MARTIN, sender=dubois))
-    assert replies[0] == (553, "5.7.1 You may not send as this address")
+    assert replies[0] == (
+        553,
+        f"5.7.1 vous ne pouvez pas envoyer avec l'adresse {dubois} / you may not send as {dubois}",
+    )
     assert _events(operator_b)[-1] == "submission.refused_sender"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import smtplib
 import ssl
@@ -17,13 +18,14 @@ import pytest
 from operator_fixtures import MARTIN, MARTIN_ID_NAT, Space
 from smtp_helpers import Cert, Client, client_context, message
 
+from mssante.audit.events import Actor
 from mssante.audit.log import iter_entries
 from mssante.auth.certificates import CertificateBindings
-from mssante.operator.runtime import OperatorRuntime
-from mssante.ops.accounts import Accounts, Actor, NewApplication
+from mssante.operator.runtime import OperatorRuntime, submission_parts
+from mssante.ops.accounts import Accounts, NewApplication
 from mssante.pki.ca import IssuedPaths
-from mssante.smtp.submission import SubmissionContext, make_submission_protocol
-from mssante.smtp.tls import submission_context
+from mssante.smtp.submission import make_submission_protocol
+from mssante.tls import submission_context
 from support import free_port_block
 
 APP = "automate@b.mssante.test"
@@ -260,20 +262,8 @@ async def _listener(
 ) -> AsyncIterator[int]:
     """A 465-style listener (AUTH allowed at once) of our own: with or without the certificate
     validator, and, to check that EXTERNAL needs TLS whatever the listener, even without TLS."""
-    ctx = SubmissionContext(
-        hostname="smtp.b.mssante.test",
-        local_domains=rt.local_domains,
-        max_message_bytes=200_000,
-        max_recipients=5,
-        whitelist=rt.sync.keeper.current,
-        accounts=rt.accounts,
-        store=rt.store,
-        committer=rt.committer,
-        enqueue=lambda session, message: None,
-        notify_queue=lambda: None,
-        auth=rt.auth,
-        audit=rt.audit,
-        certificates=rt.certificates if validator else None,
+    ctx = dataclasses.replace(
+        submission_parts(rt), certificates=rt.certificates if validator else None
     )
     context = submission_context(rt.settings)
     port = free_port_block(1)

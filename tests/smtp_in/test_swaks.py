@@ -90,7 +90,7 @@ async def test_swaks_raw_bare_lf_is_refused(
     # --no-data-fixup sends the file as it is, terminator included
     data.write_bytes(b"Subject: smuggle\r\n\r\nfirst\n.\nMAIL FROM:<evil@x>\r\n.\r\n")
     result = await _swaks(operator_b, space.a, "--data", f"@{data}", "--no-data-fixup")
-    assert "550 5.6.0 Bare LF or CR" in result.stdout
+    assert "550 5.6.0 fin de ligne isolee (LF ou CR)" in result.stdout
     assert operator_b.store.list_messages(MARTIN) == []
 
 

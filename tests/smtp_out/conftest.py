@@ -25,8 +25,10 @@ from outbound_helpers import (
     operator_settings,
 )
 
-from mssante.audit.events import ListSink
-from mssante.ops.accounts import Accounts, Actor, NewPerson
+from mssante.audit.events import Actor, ListSink
+from mssante.ops.acceptance import Reports
+from mssante.ops.accounts import Accounts, NewPerson
+from mssante.ops.bus import ChangeBus
 from mssante.ops.mailstore import MailStore
 from mssante.pki import CrlCache, TestPki, TrustStore
 from mssante.queue.delivery import DeliveryService
@@ -119,7 +121,7 @@ def make_operator(
         audit = ListSink()
         current: list[Whitelist | None] = [whitelist]
         service = DeliveryService(
-            settings, db, blobs, mail_store, lambda: current[0], trust, crls, audit,
+            settings, db, blobs, Reports(mail_store, ChangeBus().publish), lambda: current[0], trust, crls, audit,
             clock=clock, routes=route_resolver,
         )  # fmt: skip
         return Operator(settings, db, blobs, mail_store, service, clock, audit, current)

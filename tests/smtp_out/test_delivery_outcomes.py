@@ -144,7 +144,9 @@ async def test_domain_outside_the_trust_space_fails_with_a_dsn(
     assert recipient["Status"] == "5.7.1"
     assert recipient["Action"] == "failed"
     assert "Remote-MTA" not in recipient  # our own decision
-    assert recipient["Diagnostic-Code"].startswith("X-MSSante; 550 5.7.1 domain not in the MSSant")
+    assert recipient["Diagnostic-Code"].startswith(
+        "X-MSSante; 550 5.7.1 domain hors-espace.test is not in the MSSant"
+    )
 
 
 async def test_delay_notice_once_then_give_up_with_a_dsn(

@@ -128,12 +128,15 @@ def test_a_decision_of_ours_is_not_dressed_as_a_remote_smtp_reply() -> None:
         "x@hors-espace.test",
         Action.FAILED,
         "5.7.1",
-        "550 5.7.1 domain not in the MSSanté trust space",
+        "550 5.7.1 domain x.test is not in the MSSanté trust space",
     )
     [_, fields] = _fields(_parse(build_dsn(_report(ours), now=NOW)))
     assert "Remote-MTA" not in fields
     # RFC 3464 §2.1.2: the delivery-status part is US-ASCII.
-    assert fields["Diagnostic-Code"] == "X-MSSante; 550 5.7.1 domain not in the MSSant? trust space"
+    assert (
+        fields["Diagnostic-Code"]
+        == "X-MSSante; 550 5.7.1 domain x.test is not in the MSSant? trust space"
+    )
 
 
 def test_only_the_original_header_is_attached() -> None:

@@ -59,6 +59,10 @@ class AuditEvent(StrEnum):
     SUBMISSION_REFUSED_SENDER = "submission.refused_sender"
     SUBMISSION_REFUSED_RECIPIENT = "submission.refused_recipient"
     SUBMISSION_MESSAGE_ACCEPTED = "submission.message_accepted"
+    # The acceptance path's own refusals (ops/acceptance.py), whatever the door
+    MESSAGE_REFUSED_FROM = "message.refused_from"  # From: not aligned with the sender or peer
+    MESSAGE_REFUSED_SENDING_LIMIT = "message.refused_sending_limit"  # per-mailbox rate
+    MESSAGE_REFUSED_CONTENT = "message.refused_content"  # an unreadable IHE_XDM.zip, say
     # Outbound queue
     QUEUE_MESSAGE_QUEUED = "queue.message_queued"
     QUEUE_DELIVERED = "queue.delivered"
@@ -67,6 +71,8 @@ class AuditEvent(StrEnum):
     QUEUE_PEER_REFUSED = "queue.peer_refused"  # the peer's certificate or DN was not trusted
     QUEUE_DELAY_NOTICE_SENT = "queue.delay_notice_sent"
     QUEUE_DSN_SENT = "queue.dsn_sent"
+    QUEUE_RETRIED = "queue.retried"  # an operator made a recipient due now (mssante queue retry)
+    QUEUE_DROPPED = "queue.dropped"  # an operator removed a recipient: never sent (queue drop)
     # Authentication (mssante.auth.service; docs/auth.md)
     LOGIN_SUCCEEDED = "auth.login_succeeded"
     LOGIN_FAILED = "auth.login_failed"
@@ -78,6 +84,12 @@ class AuditEvent(StrEnum):
     APP_PASSWORD_REVOKED = "auth.app_password_revoked"  # noqa: S105 - an event name
     CERTIFICATE_BOUND = "auth.certificate_bound"  # an organisation certificate DN, APP account
     CERTIFICATE_UNBOUND = "auth.certificate_unbound"
+    # a credential no longer holds: its sessions end (auth/revocation.py; docs/revocation.md);
+    # target: kind:key, context: reason, revocation id, web sessions ended
+    CREDENTIAL_REVOKED = "auth.credential_revoked"
+    ACCOUNT_DISABLED = "account.disabled"  # every session of the account ends
+    SUBMISSION_SESSION_ENDED = "submission.session_ended"  # 421: what it rested on was revoked
+    TRUST_REFRESH_REQUESTED = "operator.trust_refresh_requested"  # running servers refresh now
     # IMAP (mssante.imap), and the folder operations it shares with the webmail (ops/folders.py)
     IMAP_MAILBOX_OPENED = "imap.mailbox_opened"  # after the login (auth.login_*): which BAL
     IMAP_REFUSED_CLEARTEXT = "imap.refused_cleartext"  # LOGIN or AUTHENTICATE before TLS
@@ -106,6 +118,9 @@ class AuditEvent(StrEnum):
     MAILBOX_ACCESS_REVOKED = "mailbox.access_revoked"
     DELEGATED_ACCESS = "mailbox.delegated_access"  # a mailbox opened or selected by a grantee
     DELEGATED_SEND = "mailbox.delegated_send"  # mail sent as the mailbox by a grantee
+    # an operation beyond the caller's grant, refused (ops/rights.py: a read-only delegate
+    # deleting, a member creating a folder…); context: operation and its RFC 4314 letters
+    MAILBOX_REFUSED_OPERATION = "mailbox.refused_operation"
     # National directory (mssante.directory; docs/directory.md)
     DIRECTORY_IMPORTED = "directory.imported"  # an extraction imported: counts, file SHA-256
     DIRECTORY_IMPORT_REFUSED = "directory.import_refused"  # not an extraction (its header)
@@ -134,6 +149,15 @@ class AuditEvent(StrEnum):
 
 
 SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs an audited action (a person's login, an operator's admin, ``system``) and
+    what the audit log should know of the request."""
+
+    name: str
+    context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

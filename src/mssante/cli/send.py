@@ -20,6 +20,12 @@ from mssante.config import Settings
 @config_option
 @click.option("--from", "sender", required=True, help="Your address (also your login).")
 @click.option(
+    "--as",
+    "send_as",
+    default="",
+    help="Send as a shared or delegated mailbox you hold (From: it, Sender: you).",
+)
+@click.option(
     "--password",
     envvar="MSSANTE_PASSWORD",
     prompt="Mot de passe / password",
@@ -45,6 +51,7 @@ from mssante.config import Settings
 def send(
     config_path: Path | None,
     sender: str,
+    send_as: str,
     password: str,
     recipients: tuple[str, ...],
     subject: str,
@@ -57,8 +64,11 @@ def send(
     msg = _compose(
         sender, recipients, subject, body_file.read() if body_file else body, attachments
     )
+    if send_as:  # RFC 5322 §3.6.2: the mailbox is the author, the person its sender
+        msg.replace_header("From", send_as)
+        msg["Sender"] = sender
     try:
-        refused = _submit(settings, sender, password, msg)
+        refused = _submit(settings, sender, password, msg, envelope=send_as or sender)
     except smtplib.SMTPAuthenticationError:
         raise click.ClickException("identifiants refusés / login refused") from None
     except smtplib.SMTPRecipientsRefused as exc:
@@ -99,7 +109,7 @@ def _compose(
 
 
 def _submit(
-    settings: Settings, sender: str, password: str, msg: EmailMessage
+    settings: Settings, login: str, password: str, msg: EmailMessage, *, envelope: str
 ) -> dict[str, tuple[int, bytes]]:
     ctx = (
         ssl.create_default_context(cafile=str(settings.pki.trust_anchors[0]))
@@ -115,8 +125,8 @@ def _submit(
     }  # loopback: no host name to match
     with smtplib.SMTP(host, settings.smtp.submission_port, timeout=60) as smtp:
         smtp.starttls(context=ctx)
-        smtp.login(sender, password)
-        return smtp.send_message(msg)
+        smtp.login(login, password)
+        return smtp.send_message(msg, from_addr=envelope)
 
 
 def _text(value: bytes | str) -> str:

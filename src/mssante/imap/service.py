@@ -10,47 +10,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from mssante.auth.bearer import BearerValidator
+from mssante.auth.certificates import CertificateLogins
+from mssante.auth.service import AuthService
+from mssante.config import Settings
 from mssante.imap.backend import Listings
-from mssante.imap.bus import ChangeBus, NotifyingMailStore
-from mssante.imap.login import ImapContext
+from mssante.imap.login import AuditFn, ImapContext
 from mssante.imap.server import Listener, ServerConfig, mechanisms_for
 from mssante.imap.watch import FolderWatch
+from mssante.ops.bus import ChangeBus
 from mssante.ops.folders import Folders
-from mssante.smtp.tls import submission_context
-
-if TYPE_CHECKING:
-    from mssante.operator.runtime import OperatorRuntime
+from mssante.tls import submission_context
 
 _SHUTDOWN_GRACE = 5.0
 
 
-async def start_imap(rt: OperatorRuntime) -> None:
-    """Open the IMAP listeners (``imap.port``, ``imap.tls_port``).
+@dataclass(frozen=True)
+class ImapParts:
+    """What the IMAP listeners are given by the operator's runtime (nothing else of it)."""
 
-    Called first by ``start_listeners``: the mail store given to the SMTP listeners is then one
-    whose deliveries, once committed, wake the IDLE sessions of the recipients' mailboxes."""
-    settings = rt.settings.imap
+    settings: Settings
+    folders: Folders
+    auth: AuthService
+    bus: ChangeBus
+    audit: AuditFn
+    bearer: BearerValidator | None = None
+    certificates: CertificateLogins | None = None
+
+
+async def start_imap(parts: ImapParts) -> asyncio.Task[None] | None:
+    """Open the IMAP listeners (``imap.port``, ``imap.tls_port``); the task that holds them
+    (cancel it to stop), or None when both ports are 0."""
+    settings = parts.settings.imap
     if not settings.port and not settings.tls_port:
-        return
-    bus = ChangeBus(asyncio.get_running_loop())
-    rt.bus = bus  # the webmail's new-mail events listen to it too
-    rt.store = NotifyingMailStore(rt.node.db, rt.node.blobs, on_delivered=bus.publish)
-    folders = Folders(rt.node.db, rt.node.blobs, notify=bus.publish)
+        return None
     ctx = ImapContext(
-        folders=folders,
-        auth=rt.auth,
-        bus=bus,
-        audit=rt.audit,
-        watch=FolderWatch(folders.probe_many, settings.poll_interval),
+        folders=parts.folders,
+        auth=parts.auth,
+        bus=parts.bus,
+        audit=parts.audit,
+        watch=FolderWatch(parts.folders.probe_many, settings.poll_interval),
         listings=Listings(),
-        bearer=rt.bearer,
-        certificates=rt.certificates,
-        token_recheck=rt.settings.oidc.recheck_seconds,
+        bearer=parts.bearer,
+        certificates=parts.certificates,
     )
-    tls = submission_context(rt.settings)
-    greeting = f"{rt.settings.operator.name or 'MSSante'} IMAP4rev1 ready"
+    tls = submission_context(parts.settings)
+    greeting = f"{parts.settings.operator.name or 'MSSante'} IMAP4rev1 ready"
     plans = [(settings.port, True, None), (settings.tls_port, False, tls)]
     servers, listeners = [], []
     for port, starttls, implicit in plans:
@@ -70,7 +77,7 @@ async def start_imap(rt: OperatorRuntime) -> None:
                 limit=settings.max_line_bytes,  # a longer command line is refused
             )
         )
-    rt.tasks.append(asyncio.create_task(_serve(servers, listeners, ctx.watch), name="imap"))
+    return asyncio.create_task(_serve(servers, listeners, ctx.watch), name="imap")
 
 
 async def _serve(

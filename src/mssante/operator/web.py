@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,13 +22,10 @@ from fastapi import FastAPI
 from mssante.autoconfig import create_autoconfig_app
 from mssante.config import Settings
 from mssante.directory.api import directory_router
-from mssante.smtp.tls import submission_context
 from mssante.store.db import Database
-from mssante.web.app import build_context, install_webmail
+from mssante.tls import submission_context
+from mssante.web.app import WebParts, build_context, install_webmail
 from mssante.web.tls_client import CertificateAwareH11
-
-if TYPE_CHECKING:
-    from mssante.operator.runtime import OperatorRuntime
 
 STOP_GRACE = 5.0
 
@@ -46,25 +42,24 @@ class WebListener:
 
 
 def create_operator_app(
-    settings: Settings, db: Database, rt: OperatorRuntime | None = None
+    settings: Settings, db: Database, webmail: WebParts | None = None
 ) -> FastAPI:
-    """The webmail (with a runtime) and the directory's routes first; everything else goes to
+    """The webmail (given its parts) and the directory's routes first; everything else goes to
     the autoconfig app."""
     app = FastAPI(title="mssante operator", docs_url=None, redoc_url=None, openapi_url=None)
-    if rt is not None:
-        install_webmail(app, build_context(rt))
+    if webmail is not None:
+        install_webmail(app, build_context(webmail))
     app.include_router(directory_router(db, settings.directory))
     app.mount("/", create_autoconfig_app(settings))
     return app
 
 
-async def start_web(rt: OperatorRuntime) -> WebListener | None:
-    settings, db = rt.settings, rt.node.db
+async def start_web(settings: Settings, db: Database, webmail: WebParts) -> WebListener | None:
     web = settings.web
     if not web.port or not settings.tls.certificate or not settings.tls.key:
         return None
     config = uvicorn.Config(
-        create_operator_app(settings, db, rt),
+        create_operator_app(settings, db, webmail),
         host=web.listen_host,
         port=web.port,
         log_config=None,

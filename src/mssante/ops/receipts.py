@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from mssante.smtp.policy import domain_of
+from mssante.ops.acceptance import domain_of
 from mssante.store.db import Database
 from mssante.store.models import (
     Mailbox,

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
+from typing import Protocol
 
 import aiosmtplib
 from sqlalchemy.orm import Session
@@ -50,7 +51,10 @@ from mssante.mail.dsn import (
     status_code,
     wants_report,
 )
-from mssante.ops.mailstore import Headers, MailStore
+from mssante.ops import refusals
+from mssante.ops.bus import Signal
+from mssante.ops.mailstore import Headers
+from mssante.ops.refusals import Refusal
 from mssante.pki.crl import CrlCache
 from mssante.pki.truststore import TrustStore
 from mssante.queue.client_tls import check_peer, client_context, peer_certificate, tls_version
@@ -85,10 +89,7 @@ RECOVER_EVERY = timedelta(minutes=5)
 SHUTDOWN_GRACE = 10.0  # seconds running jobs get to finish when the service stops
 
 # This MTA's own decisions, worded as SMTP replies (RFC 3463 enhanced codes).
-NO_WHITELIST = Reply(451, "4.7.1 the trust space list (whitelist) is not loaded yet")
-NOT_IN_TRUST_SPACE = Reply(
-    550, "5.7.1 domain not in the MSSanté trust space (not on the whitelist)"
-)
+NO_WHITELIST = Reply.of(Refusal.of(refusals.NO_WHITELIST))
 CONTENT_LOST = Reply(554, "5.3.0 the queued message's content is missing from the store")
 LOCAL_ERROR = Reply(451, "4.3.0 local error during delivery, will retry")
 NO_STARTTLS = "the peer does not offer STARTTLS; mail is never sent in clear"
@@ -153,7 +154,7 @@ class DeliveryService:
         settings: Settings,
         db: Database,
         blobs: BlobStore,
-        mail_store: MailStore,
+        reports: ReportDelivery,
         whitelist: Callable[[], Whitelist | None],
         trust: TrustStore,
         crls: CrlCache | None,
@@ -163,6 +164,7 @@ class DeliveryService:
         committer: GroupCommitter | None = None,
         routes: RouteResolver | None = None,
         worker_id: str | None = None,
+        wakeup: Signal | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -180,26 +182,20 @@ class DeliveryService:
         self._committer = committer
         self._routes = routes or RouteResolver(settings.smtp.routes)
         self._tls = client_context(settings)
-        self._notifier = Notifier(settings, blobs, mail_store, self.queue.policy)
+        self._notifier = Notifier(settings, blobs, reports, self.queue.policy)
         self._slots = asyncio.Semaphore(settings.smtp.delivery_workers)
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup = wakeup or Signal()
         self._active: dict[str, set[asyncio.Task[None]]] = {}
         self._log = get_logger("mssante.queue.delivery")
 
     # -- entry points ----------------------------------------------------------------------
     def notify(self) -> None:
         """Something was queued: look at the queue now. Safe from any thread."""
-        loop = self._loop
-        if loop is None or _running_loop() is loop:
-            self._wake.set()
-        else:
-            loop.call_soon_threadsafe(self._wake.set)
+        self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set. At start, whatever a crashed process left in flight
         is queued again; every few minutes, so is what a dead worker elsewhere holds."""
-        self._loop = asyncio.get_running_loop()
         recovered = await asyncio.to_thread(self.queue.recover, self._clock())
         if recovered:
             self._log.warning("queue.recovered", recipients=recovered)
@@ -250,16 +246,16 @@ class DeliveryService:
             self._active.pop(domain, None)
         if not task.cancelled() and task.exception() is not None:
             self._log.error("queue.job_crashed", domain=domain, error=repr(task.exception()))
-        self._wake.set()
+        self._wakeup.set()
 
     async def _nap(self, stop: asyncio.Event) -> None:
-        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())}
-        _, pending = await asyncio.wait(
-            waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
-        )
+        waits = {
+            asyncio.create_task(stop.wait()),
+            asyncio.create_task(self._wakeup.wait(POLL_SECONDS)),
+        }
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
-        self._wake.clear()
 
     async def _recover_stale(self, last: datetime) -> datetime:
         now = self._clock()
@@ -333,7 +329,8 @@ class DeliveryService:
             await self._settle(job, batch.claims, NO_WHITELIST)
             return None
         if not whitelist.is_listed(job.domain).trusted:
-            await self._settle(job, batch.claims, NOT_IN_TRUST_SPACE)
+            outside = Refusal.of(refusals.DOMAIN_OUTSIDE_TRUST_SPACE, domain=job.domain)
+            await self._settle(job, batch.claims, Reply.of(outside))
             return None
         return whitelist
 
@@ -602,17 +599,27 @@ class Notice:
     headers: Headers
 
 
+class ReportDelivery(Protocol):
+    """Where a DSN for a local sender goes: the acceptance path's report door
+    (:meth:`mssante.ops.acceptance.Acceptance.deliver_report_in`), inside the caller's
+    transaction; False when the sender has no open mailbox here."""
+
+    def deliver_report_in(
+        self, session: Session, digest: str, size: int, headers: Headers, recipient: str
+    ) -> bool: ...
+
+
 class Notifier:
     """Builds DSNs (RFC 3464) and hands them to the sender: into a local mailbox, or into the
     queue with an empty envelope sender (RFC 3461 §6.2) when the sender is elsewhere."""
 
     def __init__(
-        self, settings: Settings, blobs: BlobStore, mail_store: MailStore, policy: RetryPolicy
+        self, settings: Settings, blobs: BlobStore, reports: ReportDelivery, policy: RetryPolicy
     ) -> None:
         self._hostname = settings.smtp_hostname()
         self._local_domains = frozenset(d.lower() for d in settings.operator.domains)
         self._blobs = blobs
-        self._mail_store = mail_store
+        self._reports = reports
         self._policy = policy
         self._log = get_logger("mssante.queue.delivery")
 
@@ -648,10 +655,9 @@ class Notifier:
 
     def _deliver(self, session: Session, notice: Notice, now: datetime) -> str | None:
         sender = notice.message.sender
-        if self._mail_store.open_mailbox(session, sender) is not None:
-            self._mail_store.deliver_in(
-                session, notice.digest, notice.size, notice.headers, [sender]
-            )
+        if self._reports.deliver_report_in(
+            session, notice.digest, notice.size, notice.headers, sender
+        ):
             return "local"
         if domain_of(sender) in self._local_domains:
             self._log.warning("queue.dsn_undeliverable", queue_id=notice.message.id, sender=sender)
@@ -749,13 +755,6 @@ def _reply(exc: aiosmtplib.SMTPResponseException, host: str) -> Reply:
 def _why(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _worker_id() -> str:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from mssante.audit.events import SYSTEM_ACTOR, AuditEvent, AuditRecord
 from mssante.audit.log import append
 from mssante.config import SmtpSettings
+from mssante.ops.refusals import Refusal
 from mssante.store.db import Database
 from mssante.store.models import QueueMessage, QueueRecipient, QueueStatus
 
@@ -70,6 +71,11 @@ class Reply:
 
     def line(self) -> str:
         return f"{self.code} {self.text}".strip()
+
+    @classmethod
+    def of(cls, refusal: Refusal) -> Reply:
+        """This MTA's own decision, from the one refusal catalogue (``ops/refusals.py``)."""
+        return cls(refusal.reply.code, f"{refusal.reply.enhanced} {refusal.en}")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 Stages: STARTTLS (required, TLS 1.2+) → the peer's client certificate verified once per
 session (chain, dates, key usage, revocation) → MAIL FROM: sender domain on the whitelist and
-the certificate's DN listed for it → RCPT TO: a local open mailbox, within the recipient limit →
-DATA: size, bare line endings refused, trace headers added, stored durably, then 250.
+the certificate's DN listed for it (this listener's transport checks, ``smtp/policy.py``) →
+RCPT TO and DATA: the acceptance path's stages (``ops/acceptance.py``: a local open mailbox
+within the recipient limit; size, line endings, ``From:`` aligned with the peer, patients'
+oppositions; then the commit), with trace headers added here; 250 once it is durable.
 Every refusal is audited with its own event.
 """
 
@@ -18,26 +20,17 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography import x509
 
 from mssante.audit.events import AuditEvent, AuditRecord
-from mssante.audit.log import append
 from mssante.logging import get_logger
-from mssante.ops.mailstore import Delivered, Headers, MailStore
+from mssante.mail.trace import TraceFacts, mssante_trace_header, new_queue_id, received_header
+from mssante.ops.acceptance import Acceptance, Door, MessageRefused, Origin
+from mssante.ops.refusals import Refusal
 from mssante.pki.crl import CrlCache
 from mssante.pki.truststore import TrustStore
 from mssante.pki.verify import Purpose, VerificationResult, verify_certificate
 from mssante.smtp import replies
-from mssante.smtp.policy import (
-    Refusal,
-    check_line_endings,
-    check_local_recipient,
-    check_peer_certificate,
-    check_recipient_count,
-    check_sender_domain,
-    check_size,
-)
+from mssante.smtp.policy import check_peer_certificate, check_sender_domain
 from mssante.smtp.session import MssSMTP
-from mssante.smtp.tls import peer_certificate, tls_description
-from mssante.smtp.trace import TraceFacts, mssante_trace_header, new_queue_id, received_header
-from mssante.store.group_commit import GroupCommitter
+from mssante.tls import peer_certificate, tls_description
 from mssante.trust.model import Whitelist
 
 AuditAsync = Callable[[AuditRecord], Any]
@@ -48,13 +41,11 @@ class InboundContext:
     """What the inbound listener needs, built once by the operator's runtime."""
 
     hostname: str
-    max_message_bytes: int
-    max_recipients: int
+    max_message_bytes: int  # SIZE (RFC 1870) and the listener's DATA limit
     whitelist: Callable[[], Whitelist | None]
     trust: TrustStore
     crls: CrlCache | None
-    store: MailStore
-    committer: GroupCommitter
+    acceptance: Acceptance
     audit: AuditAsync  # async: records one audit entry
 
 
@@ -65,6 +56,7 @@ class _PeerState:
     verification: VerificationResult | None
     tls_version: str
     cipher: str
+    crl_generation: int = 0  # the CRLs the verification used (CrlCache.generation)
 
 
 class InboundHandler:
@@ -95,11 +87,14 @@ class InboundHandler:
 
     async def _peer(self, session: Session) -> _PeerState:
         state: _PeerState | None = getattr(session, "mssante_peer", None)
-        if state is None:
+        generation = self.ctx.crls.generation if self.ctx.crls is not None else 0
+        # Verified again once a CRL changed (docs/revocation.md): a peer whose certificate was
+        # revoked meanwhile is refused at its next MAIL FROM, on the same connection.
+        if state is None or state.crl_generation != generation:
             cert = peer_certificate(session.ssl)
             verification = await asyncio.to_thread(self._verify, cert) if cert else None
             version, cipher = tls_description(session.ssl)
-            state = _PeerState(verification, version, cipher)
+            state = _PeerState(verification, version, cipher, generation)
             session.mssante_peer = state  # type: ignore[attr-defined]
         return state
 
@@ -117,12 +112,11 @@ class InboundHandler:
         address: str,
         options: list[str],
     ) -> str:
-        refusal = check_recipient_count(len(envelope.rcpt_tos), self.ctx.max_recipients)
-        if refusal is None:
-            is_local = await asyncio.to_thread(self.ctx.store.is_local, address)
-            refusal = check_local_recipient(is_local, address)
+        origin = await self._origin(session)
+        refusal = await self.ctx.acceptance.check_recipient(origin, address, len(envelope.rcpt_tos))
         if refusal is not None:
-            return await self._refuse(server, session, refusal, address)
+            server.refusal_audited = True  # by the acceptance path
+            return refusal.reply.render(utf8=_utf8(envelope))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return str(replies.RECIPIENT_OK)
@@ -130,27 +124,42 @@ class InboundHandler:
     # -- DATA ------------------------------------------------------------------------------------
     async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        refusal = check_size(len(raw), self.ctx.max_message_bytes) or check_line_endings(raw)
-        if refusal is not None:
-            return await self._refuse(server, session, refusal, envelope.mail_from or "")
         peer = await self._peer(session)
         queue_id = new_queue_id()
-        message = self._with_trace(raw, session, envelope, peer, queue_id)
+        sender = _reverse_path(envelope.mail_from or "")
         try:
-            delivered = await self._store(message, envelope, session, peer, queue_id)
+            accepted = await self.ctx.acceptance.accept(
+                await self._origin(session),
+                sender,
+                list(envelope.rcpt_tos),
+                raw,
+                trace=self._trace(session, envelope, peer, queue_id),
+                queue_id=queue_id,
+            )
+        except MessageRefused as refused:
+            server.refusal_audited = True
+            return refused.refusal.reply.render(utf8=_utf8(envelope))
         except Exception:
             self.log.exception("storing an inbound message failed", queue_id=queue_id)
             return str(replies.STORAGE_FAILED)
         self.log.info(
             "message stored",
             queue_id=queue_id,
-            recipients=len(delivered),
-            duplicates=sum(d.duplicate for d in delivered),
+            recipients=len(accepted.delivered),
+            duplicates=sum(d.duplicate for d in accepted.delivered),
         )
         return str(replies.ACCEPTED.with_text(f"Message accepted and stored, id {queue_id}"))
 
-    def _with_trace(
-        self, raw: bytes, session: Session, envelope: Envelope, peer: _PeerState, queue_id: str
+    async def _origin(self, session: Session) -> Origin:
+        peer = await self._peer(session)
+        return Origin(
+            Door.INBOUND,
+            peer_dn=peer.verification.subject_dn if peer.verification else "",
+            peer_ip=str(session.peer[0]) if session.peer else "",
+        )
+
+    def _trace(
+        self, session: Session, envelope: Envelope, peer: _PeerState, queue_id: str
     ) -> bytes:
         facts = TraceFacts(
             helo=session.host_name or "",
@@ -165,39 +174,7 @@ class InboundHandler:
         # Return-Path (RFC 8098 §2.1 compares it with Disposition-Notification-To).
         sender = _reverse_path("".join((envelope.mail_from or "").split()))
         return_path = f"Return-Path: <{sender}>\r\n".encode()
-        return return_path + received_header(facts, queue_id) + mssante_trace_header(facts) + raw
-
-    async def _store(
-        self, message: bytes, envelope: Envelope, session: Session, peer: _PeerState, queue_id: str
-    ) -> list[Delivered]:
-        digest = await asyncio.to_thread(self.ctx.store.blobs.put, message)  # fsynced
-        headers = Headers.parse(message)
-        actor = peer.verification.subject_dn if peer.verification else "?"
-        recipients = list(envelope.rcpt_tos)
-
-        def work(db_session: Any) -> list[Delivered]:
-            delivered = self.ctx.store.deliver_in(
-                db_session, digest, len(message), headers, recipients
-            )
-            append(
-                db_session,
-                AuditRecord(
-                    AuditEvent.SMTP_MESSAGE_ACCEPTED,
-                    actor=actor,
-                    target=",".join(recipients),
-                    context={
-                        "queue_id": queue_id,
-                        "from": envelope.mail_from,
-                        "message_id": headers.message_id,
-                        "peer": str(session.peer[0]) if session.peer else "",
-                        "size": len(message),
-                        "duplicates": [d.address for d in delivered if d.duplicate],
-                    },
-                ),
-            )
-            return delivered
-
-        return await self.ctx.committer.run(work)
+        return return_path + received_header(facts, queue_id) + mssante_trace_header(facts)
 
     # -- refusals --------------------------------------------------------------------------------
     async def _refuse(
@@ -269,6 +246,10 @@ def _audit_hook(ctx: InboundContext) -> Callable[[AuditEvent, str, Any], Any]:
         await ctx.audit(AuditRecord(event, actor=peer, target="", context={"reply": line[:300]}))
 
     return hook
+
+
+def _utf8(envelope: Envelope) -> bool:
+    return "SMTPUTF8" in (o.upper() for o in envelope.mail_options)
 
 
 def _reverse_path(address: str) -> str:

@@ -4,6 +4,12 @@ aiosmtpd answers protocol errors itself (unknown command, bad sequence, syntax, 
 STARTTLS); :meth:`MssSMTP.push` sees every reply, so each refusal that our handler did not
 already audit is audited here as a protocol refusal. Password checks (argon2, ~0.1 s) run in a
 thread so that one login never stalls the other sessions.
+
+After a successful AUTH the session is registered with what it rests on (auth/revocation.py:
+the account, the password, app password, token or certificate the login layer noted, and any
+delegation of the account, since the session keeps the addresses it may send as). When any of
+it is revoked the server says ``421 4.7.0`` and closes (RFC 5321 §3.8: a server may close with
+421 at any time; RFC 3463 X.7.0), at once — or right after the reply to a DATA being stored.
 """
 
 from __future__ import annotations
@@ -19,6 +25,15 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 
 from mssante.audit.events import AuditEvent
 from mssante.auth import sasl
+from mssante.auth.revocation import (
+    ANY,
+    Credential,
+    Ending,
+    Kind,
+    OpenSession,
+    SessionRegistry,
+    take_login,
+)
 
 # (event, reply line, session) -> awaitable that records the audit entry.
 AuditHook = Callable[[AuditEvent, str, Any], Coroutine[Any, Any, None]]
@@ -37,6 +52,7 @@ MAX_AUTHZID = 320
 BEARER_LINE_LIMIT = 12288
 
 _PENDING = "mssante:pending-password-check"
+_INVALID = "535 5.7.8"  # RFC 4954 §6: authentication credentials invalid
 
 
 class MssSMTP(SMTP):
@@ -48,12 +64,17 @@ class MssSMTP(SMTP):
         password_check: PasswordCheck | None = None,
         bearer_check: BearerCheck | None = None,
         certificate_check: CertificateCheck | None = None,
+        sessions: SessionRegistry | None = None,
         **kwargs: Any,
     ) -> None:
         self._audit_hook = audit_hook
         self._password_check = password_check
         self._bearer_check = bearer_check
         self._certificate_check = certificate_check
+        self._sessions = sessions if sessions is not None else _registry_of(handler)
+        self._registered: OpenSession | None = None
+        self._ending: Ending | None = None  # what the session rested on was revoked
+        self._in_data = False
         self.refusal_audited = False  # set by the handler when it audited its own refusal
         if bearer_check is None:  # XOAUTH2 and OAUTHBEARER are offered only with a validator
             excluded = [*(kwargs.get("auth_exclude_mechanism") or ()), *BEARER_MECHANISMS]
@@ -87,13 +108,45 @@ class MssSMTP(SMTP):
             self._auth_methods.pop(EXTERNAL, None)
 
     async def push(self, status: AnyStr) -> None:
-        await super().push(status)
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        if line.startswith(_AIOSMTPD_SIZE_EXCEEDED):  # aiosmtpd's words lack RFC 3463's code
+            line = str(SIZE_EXCEEDED)
+        await super().push(line)
         if line[:1] in ("4", "5") and not line.startswith(("421", "454")):
             if self.refusal_audited:
                 self.refusal_audited = False
             else:
                 await self._audit_hook(_protocol_event(line, self), line, self.session)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._registered is not None:
+            self._registered.close()
+        super().connection_lost(error)
+
+    # -- the session's lifetime: registered after AUTH, ended on revocation ----------------------
+    def _rest_on_login(self) -> None:
+        """Register the session with what the login that just succeeded rests on."""
+        note = take_login()
+        if self._sessions is None or note is None or not note.grounds:
+            return
+        grounds = set(note.grounds)
+        if note.account_id is not None:  # the send-as addresses kept for the session
+            grounds.add(Credential(Kind.DELEGATION, f"{note.account_id}/{ANY}", note.account_id))
+        self._registered = self._sessions.open(grounds, self._end, door="submission")
+
+    async def _end(self, ending: Ending) -> None:
+        self._ending = ending
+        if not self._in_data:  # else right after the reply to the DATA being stored
+            await self._close_revoked()
+
+    async def _close_revoked(self) -> None:
+        ending, transport = self._ending, self.transport
+        if ending is None or transport is None or transport.is_closing():
+            return
+        line = f"421 4.7.0 {ending.text}"
+        await self.push(line)
+        await self._audit_hook(AuditEvent.SUBMISSION_SESSION_ENDED, line, self.session)
+        transport.close()
 
     def _timeout_cb(self) -> None:
         loop = asyncio.get_event_loop()
@@ -120,6 +173,16 @@ class MssSMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._in_data = True
+        try:
+            await self._data_received()
+        finally:
+            self._in_data = False
+        if self._ending is not None:
+            await self._close_revoked()
+
+    async def _data_received(self) -> None:
+        assert self.envelope is not None
         data = await self._read_data()
         if data is None:
             await self.push("552 5.3.4 Error: Too much mail data")
@@ -179,7 +242,10 @@ class MssSMTP(SMTP):
         account = await self._password_check(login, password, peer)
         if account is None:
             self.refusal_audited = True  # the check audited the failure itself
-            return AuthResult(success=False, handled=False)
+            note = take_login()  # the right main password of a TOTP account: say what to do
+            hint = f"{_INVALID} {note.hint}" if note is not None and note.hint else None
+            return AuthResult(success=False, handled=False, message=hint)
+        self._rest_on_login()
         return AuthResult(success=True, auth_data=account)
 
     # -- AUTH with an OAuth 2.0 access token (docs/oidc.md) --------------------------------------
@@ -205,6 +271,7 @@ class MssSMTP(SMTP):
         peer = str(self.session.peer[0]) if self.session and self.session.peer else "?"
         login = await self._bearer_check(credentials.token, credentials.login, peer)
         if login is not None:
+            self._rest_on_login()
             return AuthResult(success=True, auth_data=login)
         self.refusal_audited = True  # the check audited the failure itself
         # RFC 7628 §3.2.2: the error as a challenge; the client's dummy answer (§3.2.3) ends it.
@@ -233,6 +300,7 @@ class MssSMTP(SMTP):
         if login is None:
             self.refusal_audited = True  # the check audited the failure itself
             return AuthResult(success=False, handled=False)
+        self._rest_on_login()
         return AuthResult(success=True, auth_data=login)
 
     async def _initial_response(self, args: list[str]) -> bytes | None:
@@ -251,6 +319,19 @@ class MssSMTP(SMTP):
 
 
 _END_OF_DATA = b"\r\n.\r\n"
+
+
+def _registry_of(handler: Any) -> SessionRegistry | None:
+    """The open-session registry of the handler's authentication layer (the submission
+    handler's ``ctx.auth.sessions``); None for a handler without logins (inbound)."""
+    auth = getattr(getattr(handler, "ctx", None), "auth", None)
+    registry = getattr(auth, "sessions", None)
+    return registry if isinstance(registry, SessionRegistry) else None
+
+
+# RFC 1870 §6.1: a declared SIZE over the limit is refused with 552 at MAIL FROM.
+_AIOSMTPD_SIZE_EXCEEDED = "552 Error: message size exceeds fixed maximum"
+SIZE_EXCEEDED = "552 5.3.4 Message size exceeds fixed maximum message size"
 
 
 def _longest_line(data: bytes) -> int:

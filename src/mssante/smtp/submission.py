@@ -4,82 +4,42 @@ Stages: TLS (required before AUTH, RFC 4954 §4) → AUTH PLAIN or LOGIN with th
 password (checked off the event loop, throttled after failures, every attempt audited), or AUTH
 EXTERNAL with the TLS client certificate (a CPS-like card, or an APP mailbox's organisation
 certificate), or XOAUTH2/OAUTHBEARER with an access token →
-MAIL FROM: an address the account may send as (553 otherwise) → RCPT TO: only addresses of the
-trust space (our domains, or a whitelisted domain; "n'appartient pas à l'espace de confiance
-MSSanté" otherwise) → DATA: size, bare line endings, the From: header checked like MAIL FROM,
-trace headers added, then stored: local recipients delivered, remote ones queued, in one
-durable transaction before 250.
+then the acceptance path's stages (``ops/acceptance.py``), each at its SMTP command: MAIL FROM:
+an address the account may send as → RCPT TO: only addresses of the trust space ("n'appartient
+pas à l'espace de confiance MSSanté" otherwise) → DATA: size, line endings, ``From:`` and
+``Sender:``, patients' oppositions, the sending limit, then the commit (local recipients
+delivered, remote ones queued, the Sent copy, in one durable transaction) before 250. The trace
+header is this listener's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import warnings
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy.orm import Session as DbSession
 
 from mssante.audit.events import AuditEvent, AuditRecord
-from mssante.audit.log import append
 from mssante.auth.bearer import BearerValidator
 from mssante.auth.certificates import CertificateLogins
 from mssante.auth.service import AuthProtocol, AuthService
 from mssante.logging import get_logger
-from mssante.ops.accounts import Accounts
-from mssante.ops.mailstore import Headers, MailStore
+from mssante.mail.trace import TraceFacts, new_queue_id, received_header
+from mssante.ops.acceptance import Acceptance, Door, MessageRefused, Origin
 from mssante.smtp import replies
-from mssante.smtp.policy import (
-    Refusal,
-    check_envelope_sender,
-    check_from_header,
-    check_line_endings,
-    check_recipient_count,
-    check_size,
-    check_submission_recipient,
-    delegated_from,
-    domain_of,
-)
 from mssante.smtp.session import MssSMTP
-from mssante.smtp.tls import peer_chain, tls_description
-from mssante.smtp.trace import TraceFacts, new_queue_id, received_header
-from mssante.store.group_commit import GroupCommitter
-from mssante.trust.model import Whitelist
+from mssante.tls import peer_chain, tls_description
 
 AuditAsync = Callable[[AuditRecord], Any]
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    digest: str
-    size: int
-    sender: str
-    recipients: Sequence[str]
-    message_id: str
-    account: str
-    queue_id: str
-
-
-class Enqueue(Protocol):
-    """Puts remote recipients in the outbound queue, inside the caller's transaction."""
-
-    def __call__(self, session: DbSession, message: OutgoingMessage) -> None: ...
 
 
 @dataclass
 class SubmissionContext:
     hostname: str
-    local_domains: Set[str]
-    max_message_bytes: int
-    max_recipients: int
-    whitelist: Callable[[], Whitelist | None]
-    accounts: Accounts
-    store: MailStore
-    committer: GroupCommitter
-    enqueue: Enqueue
-    notify_queue: Callable[[], None]
+    max_message_bytes: int  # SIZE (RFC 1870) and the listener's DATA limit
+    acceptance: Acceptance
     auth: AuthService
     audit: AuditAsync
     bearer: BearerValidator | None = None  # set: AUTH XOAUTH2 and OAUTHBEARER (docs/oidc.md)
@@ -136,10 +96,12 @@ class SubmissionHandler:
             return str(replies.AUTH_REQUIRED)
         allowed: Set[str] | None = getattr(session, "mssante_allowed", None)
         if allowed is None:  # once per session: a client sends many messages on one login
-            allowed = await asyncio.to_thread(self.ctx.accounts.sendable_addresses, login)
-        refusal = check_envelope_sender(address, allowed)
+            allowed = await self.ctx.acceptance.sendable(login)
+        origin = _origin(session)
+        refusal = await self.ctx.acceptance.check_sender(origin, address, allowed)
         if refusal is not None:
-            return await self._refuse(server, session, refusal, address)
+            server.refusal_audited = True  # by the acceptance path
+            return refusal.reply.render(utf8=_utf8(options))
         session.mssante_allowed = allowed  # type: ignore[attr-defined]
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -154,47 +116,38 @@ class SubmissionHandler:
         address: str,
         options: list[str],
     ) -> str:
-        refusal = check_recipient_count(len(envelope.rcpt_tos), self.ctx.max_recipients) or (
-            check_submission_recipient(self.ctx.whitelist(), self.ctx.local_domains, address)
+        refusal = await self.ctx.acceptance.check_recipient(
+            _origin(session), address, len(envelope.rcpt_tos)
         )
-        if (
-            refusal is None
-            and domain_of(address) in self.ctx.local_domains
-            and not await asyncio.to_thread(self.ctx.store.is_local, address)
-        ):
-            refusal = Refusal(
-                replies.UNKNOWN_RECIPIENT, AuditEvent.SUBMISSION_REFUSED_RECIPIENT, address
-            )
         if refusal is not None:
-            utf8 = "SMTPUTF8" in (o.upper() for o in envelope.mail_options)
-            await self._refuse(server, session, refusal, address)
-            return refusal.reply.render(utf8=utf8)
+            server.refusal_audited = True
+            return refusal.reply.render(utf8=_utf8(envelope.mail_options))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return str(replies.RECIPIENT_OK)
 
     # -- DATA ------------------------------------------------------------------------------------
     async def handle_DATA(self, server: MssSMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        allowed: Set[str] = getattr(session, "mssante_allowed", frozenset())
-        refusal = (
-            check_size(len(raw), self.ctx.max_message_bytes)
-            or check_line_endings(raw)
-            or check_from_header(raw, allowed)
-        )
-        if refusal is not None:
-            return await self._refuse(server, session, refusal, envelope.mail_from or "")
         queue_id = new_queue_id()
-        message = self._with_trace(raw, session, queue_id)
         try:
-            await self._store(message, envelope, _login(session) or "?", queue_id)
+            await self.ctx.acceptance.accept(
+                _origin(session),
+                envelope.mail_from or "",
+                list(envelope.rcpt_tos),
+                envelope.original_content or b"",
+                allowed=getattr(session, "mssante_allowed", frozenset()),
+                trace=self._trace(session, queue_id),
+                queue_id=queue_id,
+            )
+        except MessageRefused as refused:
+            server.refusal_audited = True
+            return refused.refusal.reply.render(utf8=_utf8(envelope.mail_options))
         except Exception:
             self.log.exception("storing a submitted message failed", queue_id=queue_id)
             return str(replies.STORAGE_FAILED)
-        await self._audit_delegated_send(raw, allowed, session, queue_id)
         return str(replies.QUEUED.with_text(f"Message accepted for delivery, id {queue_id}"))
 
-    def _with_trace(self, raw: bytes, session: Session, queue_id: str) -> bytes:
+    def _trace(self, session: Session, queue_id: str) -> bytes:
         version, cipher = tls_description(session.ssl)
         facts = TraceFacts(
             helo=session.host_name or "",
@@ -204,108 +157,20 @@ class SubmissionHandler:
             cipher=cipher,
             authenticated_as=_login(session) or "",
         )
-        return received_header(facts, queue_id) + raw
-
-    async def _store(self, message: bytes, envelope: Envelope, login: str, queue_id: str) -> None:
-        await store_submitted(
-            self.ctx,
-            message,
-            envelope.mail_from or "",
-            envelope.rcpt_tos,
-            login=login,
-            queue_id=queue_id,
-        )
-
-    async def _audit_delegated_send(
-        self, raw: bytes, allowed: Set[str], session: Session, queue_id: str
-    ) -> None:
-        """Mail sent as a mailbox the account holds by delegation names the person behind it."""
-        owner = delegated_from(raw, allowed)
-        if owner is not None:
-            record = AuditRecord(
-                AuditEvent.DELEGATED_SEND,
-                actor=_login(session) or "?",
-                target=owner,
-                context={"queue_id": queue_id, "via": "submission"},
-            )
-            await self.ctx.audit(record)
-
-    async def _refuse(
-        self, server: MssSMTP, session: Session, refusal: Refusal, target: str
-    ) -> str:
-        peer = str(session.peer[0]) if session.peer else "?"
-        await self.ctx.audit(
-            AuditRecord(
-                refusal.event,
-                actor=_login(session) or peer,
-                target=target,
-                context={"peer": peer, "reply": str(refusal.reply), "detail": refusal.detail},
-            )
-        )
-        server.refusal_audited = True
-        return str(refusal.reply)
+        return received_header(facts, queue_id)
 
     async def handle_exception(self, error: Exception) -> str:
         self.log.warning("submission session error", error=type(error).__name__)
         return "421 4.3.0 Service not available, closing transmission channel"
 
 
-async def store_submitted(
-    ctx: SubmissionContext,
-    message: bytes,
-    sender: str,
-    recipients: Sequence[str],
-    *,
-    login: str,
-    queue_id: str,
-    via: str = "submission",
-) -> None:
-    """Store an accepted message in one durable transaction: local recipients delivered,
-    remote ones queued, a copy in the sender's Sent folder, the acceptance audited. Shared by
-    SMTP submission and the webmail (``smtp/direct.py``)."""
-    digest = await asyncio.to_thread(ctx.store.blobs.put, message)
-    headers = Headers.parse(message)
-    local = [r for r in recipients if domain_of(r) in ctx.local_domains]
-    remote = [r for r in recipients if domain_of(r) not in ctx.local_domains]
-    outgoing = OutgoingMessage(
-        digest, len(message), sender, remote, headers.message_id, login, queue_id
-    )
-    record = AuditRecord(
-        AuditEvent.SUBMISSION_MESSAGE_ACCEPTED,
-        actor=login,
-        target=",".join(recipients),
-        context={
-            "queue_id": queue_id,
-            "from": sender,
-            "message_id": headers.message_id,
-            "local": len(local),
-            "remote": len(remote),
-            "size": len(message),
-            "via": via,
-        },
-    )
+def _origin(session: Session) -> Origin:
+    peer = str(session.peer[0]) if session.peer else ""
+    return Origin(Door.SUBMISSION, login=_login(session) or "", peer_ip=peer)
 
-    def work(db: DbSession) -> None:
-        if local:
-            ctx.store.deliver_in(db, digest, len(message), headers, local)
-        if remote:
-            ctx.enqueue(db, outgoing)
-        if sender:  # a report (MDN) goes out with a null sender and keeps no copy
-            ctx.store.deliver_in(
-                db,
-                digest,
-                len(message),
-                headers,
-                [sender],
-                folder="Sent",
-                flags=["\\Seen"],
-                dedupe=False,  # kept even when the sender is among the recipients
-            )
-        append(db, record)
 
-    await ctx.committer.run(work)
-    if remote:
-        ctx.notify_queue()
+def _utf8(mail_options: list[str]) -> bool:
+    return "SMTPUTF8" in (o.upper() for o in mail_options)
 
 
 def _login(session: Session) -> str | None:
@@ -338,6 +203,7 @@ def make_submission_protocol(
         return MssSMTP(
             handler,
             audit_hook=audit_hook,
+            sessions=ctx.auth.sessions,  # each login registered on what it rests on
             password_check=handler.check_password,
             bearer_check=handler.check_bearer if ctx.bearer is not None else None,
             certificate_check=handler.check_certificate if ctx.certificates is not None else None,

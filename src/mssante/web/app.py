@@ -10,9 +10,10 @@ in a sandboxed iframe: two walls between a mail and the page.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Set
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -22,11 +23,19 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mssante.audit.events import AuditRecord
+from mssante.auth.bearer import BearerValidator
+from mssante.auth.certificates import CertificateLogins
+from mssante.auth.service import AuthService
+from mssante.config import Settings
 from mssante.directory.search import DirectorySearch
+from mssante.ops.acceptance import Acceptance
+from mssante.ops.accounts import Accounts
+from mssante.ops.bus import ChangeBus
 from mssante.ops.folders import Folders
-from mssante.ops.patients import Oppositions
 from mssante.ratelimit import TokenBuckets
-from mssante.smtp.direct import DirectSubmission
+from mssante.store.db import Database
+from mssante.trust.model import Whitelist
 from mssante.web.account import account_router
 from mssante.web.compose import compose_router
 from mssante.web.context import PREFIX, WebContext, forget_session, load_session
@@ -36,9 +45,6 @@ from mssante.web.login import login_router
 from mssante.web.mail import mail_router
 from mssante.web.oidc_login import oidc_router, recheck
 from mssante.web.sessions import WebSessions
-
-if TYPE_CHECKING:
-    from mssante.operator.runtime import OperatorRuntime
 
 HERE = Path(__file__).parent
 PAGE_CSP = (
@@ -91,34 +97,48 @@ class SecurityHeaders:
         await self.app(scope, receive, sending)
 
 
-def build_context(rt: OperatorRuntime) -> WebContext:
-    settings = rt.settings
+@dataclass(frozen=True)
+class WebParts:
+    """What the webmail is given by the operator's runtime (nothing else of it)."""
+
+    settings: Settings
+    db: Database
+    folders: Folders
+    auth: AuthService
+    accounts: Accounts
+    acceptance: Acceptance
+    whitelist: Callable[[], Whitelist | None]
+    local_domains: Set[str]
+    audit: Callable[[AuditRecord], Any]
+    bus: ChangeBus
+    certificates: CertificateLogins | None = None
+    bearer: BearerValidator | None = None
+
+
+def build_context(parts: WebParts) -> WebContext:
+    settings = parts.settings
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["folder_label"] = folder_label
-    bus = getattr(rt, "bus", None)
-    if rt.submission is None:
-        raise RuntimeError("the webmail needs the submission context (start the listeners first)")
     return WebContext(
         settings=settings,
-        folders=Folders(rt.node.db, rt.node.blobs, notify=bus.publish if bus else None),
-        auth=rt.auth,
-        accounts=rt.accounts,
-        sessions=WebSessions(rt.node.db, settings.web),
-        submission=DirectSubmission(rt.submission),
-        whitelist=rt.sync.keeper.current,
-        local_domains=rt.local_domains,
-        directory=DirectorySearch(rt.node.db, settings.directory),
+        folders=parts.folders,
+        auth=parts.auth,
+        accounts=parts.accounts,
+        sessions=WebSessions(parts.db, settings.web),
+        acceptance=parts.acceptance,
+        whitelist=parts.whitelist,
+        local_domains=parts.local_domains,
+        directory=DirectorySearch(parts.db, settings.directory),
         templates=templates,
-        audit=rt.audit,
+        audit=parts.audit,
         # a minute's worth at most at once: a burst of 10 let a setting of 3 allow 10
-        oppositions=Oppositions(rt.node.db),
         login_buckets=TokenBuckets(
             settings.web.login_attempts_per_minute / 60.0,
             max(1.0, settings.web.login_attempts_per_minute),
         ),
-        bus=bus,
-        certificates=rt.certificates,
-        bearer=rt.bearer,
+        bus=parts.bus,
+        certificates=parts.certificates,
+        bearer=parts.bearer,
         images=RemoteImages(settings.web),
     )
 

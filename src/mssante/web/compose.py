@@ -3,7 +3,9 @@
 
 Stages of a send: the form is read (sizes bounded while reading) → the message is built
 (RFC 5322, MIME; a patient's message gets its XDM package, subject and X-MSS headers, BRIEF §7)
-→ :class:`~mssante.smtp.direct.DirectSubmission` checks it as port 587 would and stores it.
+→ the acceptance path (``ops/acceptance.py``) checks it as it checks every door's mail (the
+trust space, ``From:``, the patients' oppositions read from the XDM, the sending limit) and
+stores it; a refusal is shown on the form.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
-from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.errors import MssanteError
 from mssante.mail.patient import (
     Document,
@@ -34,13 +35,16 @@ from mssante.mail.patient import (
     xdm_subject,
 )
 from mssante.mail.reading import MessageView, parse_message, quote_for_reply
+from mssante.ops.acceptance import MessageRefused, check_trust_space, domain_of
 from mssante.ops.folders import AccessDenied, FolderNotFound
-from mssante.smtp.direct import SubmissionRefused
-from mssante.smtp.policy import check_submission_recipient, domain_of
-from mssante.web.context import PREFIX, Visit, WebContext, peer_of
+from mssante.web.context import PREFIX, Visit, WebContext, peer_of, send_mail
 from mssante.web.login import changing, visit
 from mssante.web.mail import UID_MAX, check_names, expunge_one, read_raw
 
+_NO_DRAFTS = (
+    "Vous ne pouvez pas enregistrer de brouillon dans cette boîte (droit de lecture seulement). "
+    "/ You may not save drafts in this mailbox (read only)."
+)
 SOFTWARE = "mssante-webmail"  # X-MSS-NIL: the sending software's reference (BRIEF §7)
 _MAX_RECIPIENTS_FIELD = 20_000
 
@@ -51,17 +55,6 @@ class ComposeError(MssanteError):
     def __init__(self, public: str) -> None:
         super().__init__(public)
         self.public = public
-
-
-class OpposedPatient(ComposeError):
-    """The patient opposed exchanges about them (BRIEF §7): nothing is sent."""
-
-    def __init__(self, ins: str) -> None:
-        super().__init__(
-            "Ce patient s'est opposé à l'échange de ses données : le message n'est pas envoyé. "
-            "/ This patient opposed the exchange of their data: the message is not sent."
-        )
-        self.ins = ins
 
 
 @dataclass
@@ -114,21 +107,13 @@ def compose_router(ctx: WebContext) -> APIRouter:
             if _text(form, "action") == "save":
                 await _save_draft(ctx, current, draft, raw)
                 return RedirectResponse(f"{PREFIX}/f/Drafts", status_code=303)
-            await ctx.submission.submit(
-                current.session.login, draft.sender, recipients, raw, peer=peer_of(request)
+            await send_mail(
+                ctx, current.session.login, draft.sender, recipients, raw, peer=peer_of(request)
             )
-        except OpposedPatient as exc:
-            await ctx.audit(
-                AuditRecord(
-                    AuditEvent.PATIENT_SEND_REFUSED,
-                    actor=current.session.login,
-                    target=exc.ins,
-                    context={"mailbox": current.mailbox, "via": "web"},
-                )
-            )
+        except (ComposeError, MessageRefused) as exc:
             return await _form(ctx, request, current, draft, error=exc.public, status=400)
-        except (ComposeError, SubmissionRefused) as exc:
-            return await _form(ctx, request, current, draft, error=exc.public, status=400)
+        except AccessDenied:  # a delegate without the append right saving a draft
+            return await _form(ctx, request, current, draft, error=_NO_DRAFTS, status=403)
         if draft.draft_uid:
             await _drop_draft(ctx, current, draft.draft_uid)
         return RedirectResponse(f"{PREFIX}/f/Sent?sent=1", status_code=303)
@@ -154,7 +139,7 @@ def compose_router(ctx: WebContext) -> APIRouter:
         outside = [
             a
             for a in addresses(f"{to[:_MAX_RECIPIENTS_FIELD]},{cc[:_MAX_RECIPIENTS_FIELD]}")
-            if check_submission_recipient(ctx.whitelist(), ctx.local_domains, a) is not None
+            if check_trust_space(ctx.whitelist(), ctx.local_domains, a) is not None
         ]
         return ctx.render(request, "_outside.html", visit=current, outside=outside)
 
@@ -328,9 +313,7 @@ def _patient_part(
 ) -> str:
     """BRIEF §7: the documents as they are plus the IHE_XDM.zip with the patient's INS; the
     subject ``XDM/1.0/DDM+…``; ``X-MSS-INS`` (and ``X-MSS-NIL``, already set)."""
-    patient = _patient(draft.patient)
-    if ctx.oppositions.find(patient.ins.value) is not None:
-        raise OpposedPatient(patient.ins.value)
+    patient = _patient(draft.patient)  # its opposition is the acceptance path's to honour
     documents = [Document(f.filename, f.content, f.content_type, f.filename) for f in files]
     if not documents:
         body = (draft.body or "").encode("utf-8")

@@ -24,12 +24,12 @@ from mssante.auth.certificates import CertificateLogins
 from mssante.auth.service import AuthService
 from mssante.config import Settings
 from mssante.directory.search import DirectorySearch
-from mssante.imap.bus import ChangeBus
+from mssante.mail.trace import TraceFacts, new_queue_id, received_header
+from mssante.ops.acceptance import Acceptance, Door, Origin
 from mssante.ops.accounts import Accounts
+from mssante.ops.bus import ChangeBus
 from mssante.ops.folders import Caller, Folders
-from mssante.ops.patients import Oppositions
 from mssante.ratelimit import TokenBuckets
-from mssante.smtp.direct import DirectSubmission
 from mssante.trust.model import Whitelist
 from mssante.web.i18n import Translator, choose, translator
 from mssante.web.images import RemoteImages
@@ -47,15 +47,14 @@ class WebContext:
     auth: AuthService
     accounts: Accounts
     sessions: WebSessions
-    submission: DirectSubmission
+    acceptance: Acceptance  # every message sent goes through it (ops/acceptance.py)
     whitelist: Callable[[], Whitelist | None]
     local_domains: Set[str]
     directory: DirectorySearch
     templates: Jinja2Templates
     audit: Callable[[AuditRecord], Any]
     login_buckets: TokenBuckets
-    oppositions: Oppositions
-    bus: ChangeBus | None = None
+    bus: ChangeBus
     certificates: CertificateLogins | None = None
     bearer: BearerValidator | None = None  # OIDC logins (web/oidc_login.py)
     images: RemoteImages | None = None  # remote images, when a reader asks (web/images.py)
@@ -79,6 +78,40 @@ class Visit:
     caller: Caller
     mailbox: str
     t: Translator
+
+
+async def send_mail(
+    ctx: WebContext,
+    login: str,
+    sender: str,
+    recipients: list[str],
+    raw: bytes,
+    *,
+    peer: str,
+    report: bool = False,
+) -> str:
+    """Hand a message written in the webmail to the acceptance path, as the webmail door: its
+    queue id. Raises :class:`~mssante.ops.acceptance.MessageRefused`. ``report``: an MDN the
+    reader chose to send (null sender)."""
+    queue_id = new_queue_id()
+    facts = TraceFacts(
+        helo="webmail",
+        peer_ip=peer,
+        hostname=ctx.settings.smtp_hostname(),
+        tls_version="",  # the browser's TLS ends at the web listener, not here
+        cipher="",
+        authenticated_as=login,
+    )
+    await ctx.acceptance.submit(
+        Origin(Door.WEBMAIL, login=login, peer_ip=peer),
+        "" if report else sender,
+        recipients,
+        raw,
+        trace=received_header(facts, queue_id),
+        queue_id=queue_id,
+        report=report,
+    )
+    return queue_id
 
 
 def peer_of(request: Request) -> str:

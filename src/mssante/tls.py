@@ -1,4 +1,4 @@
-"""TLS contexts of the SMTP listeners (TLS 1.2 minimum, as MSSanté requires).
+"""TLS contexts of the listeners: SMTP, IMAP, HTTPS (TLS 1.2 minimum, as MSSanté requires).
 
 Inbound from operators: a client certificate is asked for (``CERT_OPTIONAL``, so that a missing
 one earns an SMTP reply rather than a dropped connection) and its chain is checked by OpenSSL
