@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import update
 
 from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, message
-from mssante.ops.accounts import AccountError, Accounts, Actor, NewPerson
+from mssante.audit.events import Actor
+from mssante.ops.accounts import AccountError, Accounts, NewPerson
 from mssante.ops.delegation import Delegations
 from mssante.store.models import AccessRight, MailboxAccess
 
@@ -126,3 +127,110 @@ async def test_send_as_needs_a_grant_and_says_who_sent(operator: Operator) -> No
     sends = [u for u in delegations.access_log(MARTIN) if u.event == "mailbox.delegated_send"]
     assert [u.actor for u in sends] == [DURAND]
     assert await asyncio.to_thread(_open, operator, CAROLE, "") == 1
+
+
+def _delegate_session(op: Operator, login: str, mailbox: str) -> imapclient.IMAPClient:
+    client = imapclient.IMAPClient(
+        "127.0.0.1", op.imaps_port, ssl=True, ssl_context=op.tls(), timeout=20
+    )
+    client.plain_login(login, PASSWORD, authorization_identity=mailbox)
+    return client
+
+
+def _read_only_delegate_tries_everything(op: Operator) -> dict[str, object]:
+    """Durand, with a ``read`` delegation of Martin's mailbox (issue 11, point 2): what
+    each of his attempts answers, and what Martin's INBOX holds afterwards."""
+    owner = op.client(MARTIN)
+    owner.select_folder("INBOX")
+    owner.add_flags([2], [b"\\Deleted"])  # Martin's own choice, to expunge later himself
+    seen: dict[str, object] = {}
+    delegate = _delegate_session(op, DURAND, MARTIN)
+    try:
+        selected = delegate.select_folder("INBOX")
+        seen["permanent"] = selected[b"PERMANENTFLAGS"]
+        seen["read_write"] = b"READ-WRITE" in selected
+        for name, attempt in (
+            ("store_deleted", lambda: delegate.add_flags([1], [b"\\Deleted"])),
+            ("expunge", delegate.expunge),
+            ("store_flagged", lambda: delegate.add_flags([1], [b"\\Flagged"])),
+            ("append", lambda: delegate.append("INBOX", message("Ajout"))),
+            ("copy", lambda: delegate.copy([1], "Archive")),
+            ("move", lambda: delegate.move([1], "Archive")),
+        ):
+            try:
+                attempt()
+                seen[name] = "OK"
+            except imapclient.exceptions.IMAPClientError as exc:
+                seen[name] = str(exc)
+        seen["body"] = delegate.fetch([1], ["BODY[]"])[1][b"BODY[]"]
+        seen["delegate_flags"] = delegate.get_flags([1])[1]
+    finally:
+        delegate.shutdown()
+    fetched = owner.fetch([1, 2], ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+    seen["owner"] = sorted(
+        (bytes(v[b"BODY[HEADER.FIELDS (SUBJECT)]"]).strip(), sorted(v[b"FLAGS"]))
+        for v in fetched.values()
+    )
+    owner.shutdown()
+    return seen
+
+
+async def test_a_read_only_delegate_cannot_delete_flag_or_file(operator: Operator) -> None:
+    """The defect of issue 11, point 2: with only ``read``, a delegate set \\Deleted and ran
+    EXPUNGE as the owner, and the owner's mail was gone. Now every change beyond list, read
+    and mark seen answers NO [NOPERM] (RFC 4314 §4, RFC 5530 §3), and the mail stays."""
+    for subject in ("Premier", "Second"):
+        await asyncio.to_thread(operator.deliver, message(subject), MARTIN)
+    Delegations(operator.rt.node.db).delegate(MARTIN, DURAND, AccessRight.READ, ADMIN)
+
+    seen = await asyncio.to_thread(_read_only_delegate_tries_everything, operator)
+
+    # RFC 4314 §4: \Seen is shared here, so `s` keeps the folder READ-WRITE, and
+    # PERMANENTFLAGS tells the client it may change nothing but \Seen.
+    assert seen["permanent"] == (b"\\Seen",)
+    assert seen["read_write"]
+    for refused in ("store_deleted", "expunge", "store_flagged", "append", "copy", "move"):
+        assert "NOPERM" in str(seen[refused]), (refused, seen[refused])
+    assert bytes(seen["body"]).startswith(b"From: ")  # type: ignore[arg-type]
+    assert seen["delegate_flags"] == (b"\\Seen",)  # BODY[] set \Seen: `s` allows it
+    assert seen["owner"] == [
+        (b"Subject: Premier", [b"\\Seen"]),
+        (b"Subject: Second", [b"\\Deleted"]),
+    ]
+    refusals = [
+        (actor, ctx["operation"])
+        for event, actor, ctx in operator.audit_events()
+        if event == "mailbox.refused_operation"
+    ]
+    assert (DURAND, "delete") in refusals and (DURAND, "append") in refusals
+    assert (DURAND, "flag") in refusals
+    assert all(actor == DURAND for actor, _ in refusals)
+
+
+def _filing_delegate_deletes(op: Operator) -> tuple[object, int]:
+    delegate = _delegate_session(op, DURAND, MARTIN)
+    try:
+        permanent = delegate.select_folder("INBOX")[b"PERMANENTFLAGS"]
+        delegate.move([1], "Archive")
+        delegate.add_flags([2], [b"\\Deleted", b"\\Flagged"])
+        delegate.expunge()
+        return permanent, len(delegate.search("ALL"))
+    finally:
+        delegate.shutdown()
+
+
+async def test_a_filing_delegate_files_and_deletes(operator: Operator) -> None:
+    """The ``file`` level: flag, delete and expunge, move between folders (no folder
+    management: that stays the owner's)."""
+    for subject in ("Premier", "Second"):
+        await asyncio.to_thread(operator.deliver, message(subject), MARTIN)
+    Delegations(operator.rt.node.db).delegate(MARTIN, DURAND, AccessRight.FILE, ADMIN)
+    permanent, left = await asyncio.to_thread(_filing_delegate_deletes, operator)
+    assert set(permanent) >= {b"\\Seen", b"\\Deleted", b"\\Flagged", b"\\*"}  # type: ignore[call-overload]
+    assert left == 0
+    owner = await asyncio.to_thread(operator.client, MARTIN)
+    try:
+        assert await asyncio.to_thread(owner.select_folder, "Archive") is not None
+        assert len(await asyncio.to_thread(owner.search, "ALL")) == 1
+    finally:
+        await asyncio.to_thread(owner.shutdown)

@@ -30,13 +30,12 @@ from mssante.ops.folders import (
     InUids,
     Not,
     Or,
-    Right,
     SizeIs,
     TextHas,
     UidRange,
-    may_access,
 )
 from mssante.ops.mailstore import MailStore
+from mssante.ops.rights import Operation, authorize
 from mssante.store.blobs import FileBlobStore
 from mssante.store.db import Database
 from mssante.store.models import (
@@ -169,7 +168,7 @@ OPS: dict[str, Op] = {
     "create": lambda w, c, t, s: w.folders.create_folder(c, t, "Patients"),
     "rename": lambda w, c, t, s: w.folders.rename_folder(c, t, "Patients", "Dossiers"),
     "delete": lambda w, c, t, s: w.folders.delete_folder(c, t, "Dossiers"),
-    "check": lambda w, c, t, s: w.folders.check(c, t, Right.READ),
+    "check": lambda w, c, t, s: w.folders.check(c, t, Operation.READ),
 }
 
 
@@ -212,15 +211,17 @@ def test_nobody_touches_a_mailbox_that_is_not_theirs(
     assert allowed, f"{caller} was let {op} on {target}"
 
 
-def test_may_access_is_the_owner_of_an_open_mailbox(world: World) -> None:
+def test_authorize_is_the_owner_of_an_open_mailbox(world: World) -> None:
     with world.db.session() as session:
         boxes = {b.address: b for b in session.execute(select(Mailbox)).scalars()}
         alice, bob = world.callers["alice"], world.callers["bob"]
-        for right in Right:
-            assert may_access(alice, boxes["a@x.mssante.test"], right)
-            assert not may_access(bob, boxes["a@x.mssante.test"], right)
-            assert not may_access(alice, boxes["closed@x.mssante.test"], right)
-            assert not may_access(alice, boxes["nobody@x.mssante.test"], right)
+        for operation in Operation:
+            # The owner sends as the mailbox, never "on behalf of" it (RFC 5322 §3.6.2).
+            mine = operation is not Operation.SEND_ON_BEHALF
+            assert authorize(alice, boxes["a@x.mssante.test"], operation) is mine
+            assert not authorize(bob, boxes["a@x.mssante.test"], operation)
+            assert not authorize(alice, boxes["closed@x.mssante.test"], operation)
+            assert not authorize(alice, boxes["nobody@x.mssante.test"], operation)
     assert world.folders.mailboxes(alice) == ["a-org@x.mssante.test", "a@x.mssante.test"]
     assert world.folders.default_mailbox(world.callers["carol"]) is None
 

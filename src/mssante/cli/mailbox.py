@@ -10,19 +10,25 @@ from typing import Any
 
 import click
 
+from mssante.audit.events import Actor
 from mssante.cli.common import (
     config_option,
     friendly_errors,
     json_option,
+    node_from,
     print_json,
-    settings_from,
 )
-from mssante.ops.accounts import Accounts, Actor
+from mssante.ops.accounts import Accounts
 from mssante.ops.delegation import AccessUse, Delegations, Member
-from mssante.runtime import open_node
 from mssante.store.models import AccessRight
 
 _RIGHT = click.Choice([r.value for r in AccessRight])
+# What each level allows (ops/rights.py decides; docs/delegation.md has the table).
+_RIGHT_HELP = (
+    "read: list, read, mark as read, nothing else (lire seulement); "
+    "file: read, flag, delete, file into folders (lire et classer); "
+    "send: file, and send on the mailbox's behalf with Sender: (classer et envoyer)."
+)
 _UNTIL = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"])
 
 
@@ -45,7 +51,7 @@ def _until(value: datetime | None) -> datetime | None:
 
 
 def _run(config_path: Path | None, work: Callable[[Delegations], Any]) -> Any:
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         return work(Delegations(node.db))
     finally:
@@ -74,7 +80,12 @@ def _use_json(u: AccessUse) -> dict[str, Any]:
 @friendly_errors
 def create_org(config_path: Path | None, address: str, description: str) -> None:
     """Create an organisational (ORG) mailbox; then grant it to its members."""
-    created = _run(config_path, lambda d: d.create_org(address, description, _actor()))
+    node = node_from(config_path)
+    try:
+        domains = node.settings.operator.domains  # only a domain this operator serves
+        created = Delegations(node.db).create_org(address, description, _actor(), domains=domains)
+    finally:
+        node.close()
     click.echo(f"created ORG mailbox {created}")
 
 
@@ -82,13 +93,13 @@ def create_org(config_path: Path | None, address: str, description: str) -> None
 @config_option
 @click.argument("address")
 @click.option("--to", "login", required=True, help="The login given access.")
-@click.option("--right", type=_RIGHT, required=True, help="read, or send (read and send as).")
+@click.option("--right", type=_RIGHT, required=True, help=_RIGHT_HELP)
 @click.option("--until", type=_UNTIL, help="Access ends by itself then (UTC).")
 @friendly_errors
 def grant(
     config_path: Path | None, address: str, login: str, right: str, until: datetime | None
 ) -> None:
-    """Let LOGIN read (or read and send as) the mailbox ADDRESS."""
+    """Let LOGIN use the mailbox ADDRESS: read it, file its mail, or send on its behalf."""
     member = _run(
         config_path,
         lambda d: d.grant(address, login, AccessRight(right), _actor(), until=_until(until)),
@@ -100,7 +111,7 @@ def grant(
 @config_option
 @click.argument("owner_address")
 @click.option("--to", "login", required=True, help="The secretary's or replacement's login.")
-@click.option("--right", type=_RIGHT, required=True, help="read, or send (on the owner's behalf).")
+@click.option("--right", type=_RIGHT, required=True, help=_RIGHT_HELP)
 @click.option("--until", type=_UNTIL, help="The delegation ends by itself then (UTC).")
 @friendly_errors
 def delegate(
@@ -160,7 +171,7 @@ def access_log(config_path: Path | None, as_json: bool, address: str) -> None:
 
 
 def _run_accounts(config_path: Path | None, work: Callable[[Accounts], Any]) -> Any:
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         return work(Accounts(node.db))
     finally:

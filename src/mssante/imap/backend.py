@@ -8,7 +8,8 @@ are overridden to make one folder operation each, instead of pymap's one call pe
 
 Every call goes through :meth:`MailboxRef.call`, which runs the (blocking) folder operation in
 a worker thread with the session's caller and mailbox: the authorization check happens inside
-each operation, never here.
+each operation (:mod:`mssante.ops.rights`, the one rule), never here. What a folder advertises
+at SELECT (READ-ONLY, PERMANENTFLAGS) is what that rule says the caller may do (RFC 4314 §4).
 """
 
 from __future__ import annotations
@@ -53,13 +54,12 @@ from pymap.parsing.specials import (
 from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.selected import SelectedMailbox, SelectedSet
 
-from mssante.imap.bus import ChangeBus
 from mssante.imap.search import criterion_of
 from mssante.imap.watch import FolderWatch
+from mssante.ops.bus import ChangeBus
 from mssante.ops.folders import (
     DELIMITER,
     INBOX,
-    SEEN,
     AccessDenied,
     Caller,
     Entry,
@@ -71,6 +71,7 @@ from mssante.ops.folders import (
     Probe,
     UidRange,
 )
+from mssante.ops.rights import Operation, may_change_flag, read_only
 
 T = TypeVar("T")
 _MODES = {
@@ -79,6 +80,8 @@ _MODES = {
     FlagOp.REPLACE: FlagMode.REPLACE,
 }
 FULL_REFRESH_SECONDS = 30.0  # a folder is relisted at least this often (flag changes elsewhere)
+# System flags and any keyword (\*): $Forwarded, $MDNSent… (RFC 9051 §7.1 PERMANENTFLAGS)
+ALL_FLAGS = (get_system_flags() - {Recent}) | {Wildcard}
 
 
 @dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
@@ -97,7 +100,7 @@ def translated(name: str = "", *, try_create: bool = False) -> Iterator[None]:
     """Folder errors as IMAP response codes (RFC 5530)."""
     try:
         yield
-    except AccessDenied as exc:
+    except AccessDenied as exc:  # NotPermitted too: beyond the caller's grant (RFC 4314 §4)
         raise NotAllowedError(exc.public) from None  # NO [NOPERM]
     except FolderNotFound:
         raise MailboxNotFound(name, try_create=try_create) from None  # [NONEXISTENT]/[TRYCREATE]
@@ -306,13 +309,39 @@ class Listings:
         return listed
 
 
-class FolderData(MailboxDataInterface[ListedMessage]):
-    """One folder of the session's mailbox, as pymap sees a mailbox."""
+class RightsSnapshot(MailboxSnapshot):
+    """What SELECT answers: PERMANENTFLAGS only the flags the caller may change (RFC 4314 §4:
+    \\Seen without ``s``, \\Deleted without ``t``, the others and \\* without ``w`` are not
+    listed), FLAGS every flag of the mailbox all the same."""
 
-    def __init__(self, ref: MailboxRef, name: str, probe: Probe) -> None:
+    __slots__ = ("_defined",)
+
+    def __init__(self, *args: Any, defined: frozenset[Flag]) -> None:
+        super().__init__(*args)
+        self._defined = defined
+
+    @property
+    def flags(self) -> frozenset[Flag]:
+        return self._defined | self.session_flags
+
+
+def changeable(holds: frozenset[Operation]) -> frozenset[Flag]:
+    """The permanent flags that a caller holding ``holds`` may change."""
+    allowed = {f for f in ALL_FLAGS if f != Wildcard and may_change_flag(holds, f.value.decode())}
+    return frozenset(allowed | ({Wildcard} if Operation.FLAG in holds else set()))
+
+
+class FolderData(MailboxDataInterface[ListedMessage]):
+    """One folder of the session's mailbox, as pymap sees a mailbox; ``holds``: what the
+    caller may do to the mailbox, as the folder was probed."""
+
+    def __init__(
+        self, ref: MailboxRef, name: str, probe: Probe, holds: frozenset[Operation]
+    ) -> None:
         self._ref = ref
         self.name = name
         self._probe = probe
+        self._holds = holds
         digest = hashlib.sha256(f"{ref.address}\0{name}\0{probe.uid_validity}".encode()).digest()
         self._mailbox_id = ObjectId.new_mailbox_id(digest[:16])
         self._selected_set = SelectedSet()
@@ -323,7 +352,9 @@ class FolderData(MailboxDataInterface[ListedMessage]):
 
     @property
     def readonly(self) -> bool:
-        return False
+        """RFC 4314 §4 SELECT: READ-ONLY when the caller may neither insert, expunge nor change
+        a flag (\\Seen is shared in this store, so ``s`` counts)."""
+        return read_only(self._holds)
 
     @property
     def uid_validity(self) -> int:
@@ -331,8 +362,9 @@ class FolderData(MailboxDataInterface[ListedMessage]):
 
     @property
     def permanent_flags(self) -> frozenset[Flag]:
-        # System flags and any keyword (\*): $Forwarded, $MDNSent… (RFC 9051 §7.1 PERMANENTFLAGS)
-        return (get_system_flags() - {Recent}) | {Wildcard}
+        """Every flag a STORE may name: those the caller may not change reach the folder
+        operation, which refuses them (NO [NOPERM]) rather than pymap dropping them."""
+        return ALL_FLAGS
 
     @property
     def selected_set(self) -> SelectedSet:
@@ -490,17 +522,18 @@ class FolderData(MailboxDataInterface[ListedMessage]):
     async def snapshot(self) -> MailboxSnapshot:
         with translated(self.name):
             status = await self._ref.call(self._ref.folders.status, self.name)
-        return MailboxSnapshot(
+        return RightsSnapshot(
             self.mailbox_id,
             self.readonly,
             status.folder.uid_validity,
-            self.permanent_flags,
+            changeable(self._holds),
             self.session_flags,
             status.messages,
             0,
             status.unseen,
             status.first_unseen,
             status.folder.uid_next,
+            defined=ALL_FLAGS,
         )
 
 
@@ -529,10 +562,10 @@ class FolderSet(MailboxSetInterface[FolderData]):
     async def get_mailbox(self, name: str) -> FolderData:
         try:
             with translated(name):
-                probe = await self._ref.call(self._ref.folders.probe, name)
+                probe, holds = await self._ref.call(self._ref.folders.probe_with_rights, name)
         except MailboxNotFound:
             raise KeyError(name) from None
-        return FolderData(self._ref, name, probe)
+        return FolderData(self._ref, name, probe, holds)
 
     async def add_mailbox(self, name: str) -> ObjectId:
         try:
@@ -658,7 +691,8 @@ class StoreSession(BaseSession[ListedMessage]):
         r"""FETCH: one operation for the whole set — with the messages' bytes, parsed in the
         same worker thread, when the attributes need content and the set is under
         :data:`PRELOAD_BYTES`; \Seen set in the same operation when a body is fetched
-        without .PEEK (RFC 9051 §6.4.5)."""
+        without .PEEK (RFC 9051 §6.4.5), if the caller may (RFC 4314 §4: else the FETCH
+        goes on and \Seen stays as it was: the folder operation decides)."""
         plan, self._plan = self._plan, None
         wanted = plan.wanted if plan else None
         data = await self._selected_data(selected)
@@ -668,9 +702,7 @@ class StoreSession(BaseSession[ListedMessage]):
         contents: dict[int, MessageContent | bytes] = {}
         with translated(data.name):
             if set_seen and uids:
-                entries = await self._ref.call(
-                    folders.store_flags, data.name, uids, flags=[SEEN], mode=FlagMode.ADD
-                )
+                entries = await self._ref.call(folders.fetch, data.name, uids, mark_seen=True)
             elif plan is not None and _preload(wanted, pairs):
                 fetch = _fetch_contents(folders, parse=not plan.whole_only)
                 loaded = await self._ref.call(fetch, data.name, uids)

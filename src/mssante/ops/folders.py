@@ -2,10 +2,12 @@
 
 A *mailbox* (BAL) is one account's namespace of folders: INBOX, Sent, Drafts, Trash, Archive
 (RFC 6154 special-use) and the user's own. Every operation takes the caller and the mailbox's
-address and checks, inside its own transaction, that the caller may act on that mailbox
-(:func:`may_access`): nobody lists, selects, fetches, searches, changes, copies into or appends
-to a mailbox that is not theirs. An unknown mailbox and someone else's give the same error, so
-that the answer does not reveal which addresses exist.
+address and checks, inside its own transaction, that the caller may do that operation to that
+mailbox (:func:`mssante.ops.rights.require`, the one authorization rule): nobody lists, selects,
+fetches, searches, changes, copies into or appends to a mailbox beyond what they hold on it. An
+unknown mailbox and someone else's give the same error (:class:`AccessDenied`), so that the
+answer does not reveal which addresses exist; a caller who holds other operations on the mailbox
+gets :class:`NotPermitted`, audited as ``mailbox.refused_operation``.
 
 UIDs follow RFC 9051 §2.3.1.1: strictly ascending per folder and never reused, taken from the
 folder row's ``uid_next`` under its write lock (as :mod:`mssante.ops.mailstore` does). Every
@@ -24,14 +26,15 @@ from __future__ import annotations
 import email
 import email.message
 import email.utils
+import functools
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.errors import HeaderParseError
 from email.header import Header, decode_header, make_header
 from email.policy import compat32
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -50,10 +53,21 @@ from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append as audit_append
 from mssante.errors import MssanteError
 from mssante.ops.mailstore import STANDARD_FOLDERS, Headers, MailStore
+from mssante.ops.rights import (
+    FLAG_CHANGES,
+    AccessDenied,
+    Caller,
+    NotPermitted,
+    Operation,
+    flag_operation,
+    held,
+    may_change_flag,
+    require,
+)
 from mssante.store import tables
 from mssante.store.blobs import BlobStore
 from mssante.store.db import Database
-from mssante.store.models import Account, Folder, Mailbox, MailboxAccess
+from mssante.store.models import Folder, Mailbox, MailboxAccess
 
 INBOX = "INBOX"
 DELIMITER = "/"
@@ -68,48 +82,7 @@ _IN_CHUNK = 500  # UIDs per IN (...) list
 _ATOM_SPECIALS = frozenset(' (){%*"]')  # a keyword is an atom (RFC 9051 §9 flag-keyword)
 
 
-# --- Who may do what ----------------------------------------------------------------------------
-
-
-class Right(StrEnum):
-    """What a caller wants to do to a mailbox (the RFC 4314 rights, grouped as needed here)."""
-
-    READ = "read"  # l r s: list, select, fetch, search, set \Seen
-    WRITE = "write"  # w t e: change flags, expunge
-    INSERT = "insert"  # i p: append, copy or move into
-    MANAGE = "manage"  # k x: create, delete, rename folders
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The account acting, and what the audit log should know of the request (peer, via…)."""
-
-    account_id: int
-    login: str
-    context: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, account: Account, **context: Any) -> Caller:
-        return cls(account.id, account.login, context)
-
-
-def may_access(
-    account: Caller, mailbox: Mailbox, right: Right, *, now: datetime | None = None
-) -> bool:
-    """The one authorization rule of the folder operations.
-
-    The owner of an open mailbox holds every right. An account with an active grant on it
-    (``mailbox_access``: not revoked, not past ``expires_at`` at ``now``, checked at each use)
-    holds every right but MANAGE: a team member or a delegate reads, files and flags the
-    mail, and folders stay the owner's (or, for an ORG mailbox, the operator's) to organise.
-    Nobody else holds any right (docs/delegation.md)."""
-    if mailbox.closed_at is not None:
-        return False
-    if mailbox.owner_account_id == account.account_id:
-        return True
-    if right is Right.MANAGE:
-        return False
-    return any(g.account_id == account.account_id and g.active(now) for g in mailbox.grants)
+# --- Who may do what: ops/rights.py decides ------------------------------------------------------
 
 
 def is_delegated(account: Caller, mailbox: Mailbox) -> bool:
@@ -121,11 +94,8 @@ def is_delegated(account: Caller, mailbox: Mailbox) -> bool:
 
 
 class FolderError(MssanteError):
-    """A folder operation was refused."""
-
-
-class AccessDenied(FolderError):
-    """No such mailbox, or not the caller's (deliberately the same error)."""
+    """A folder operation was refused (:class:`AccessDenied`, from ops/rights.py, when the
+    caller may not do it)."""
 
 
 class FolderNotFound(FolderError):
@@ -498,12 +468,16 @@ def _flag_text(flags: Collection[str]) -> str:
     return text
 
 
-def _apply(mode: FlagMode, current: frozenset[str], change: frozenset[str]) -> frozenset[str]:
+def _apply(
+    mode: FlagMode, current: frozenset[str], change: frozenset[str], may: Callable[[str], bool]
+) -> frozenset[str]:
+    """The flags after the change, where only the flags ``may`` allows move."""
+    allowed = frozenset(f for f in change if may(f))
     if mode is FlagMode.ADD:
-        return current | change
+        return current | allowed
     if mode is FlagMode.REMOVE:
-        return current - change
-    return change
+        return current - allowed
+    return frozenset(f for f in current if not may(f)) | allowed
 
 
 # --- Folder names -------------------------------------------------------------------------------
@@ -537,6 +511,31 @@ def _check_new_name(name: str) -> str:
 class _Target:
     mailbox: Mailbox
     folder: Folder
+    holds: frozenset[Operation]  # what the caller may do to the mailbox (ops/rights.py)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _refusals_audited(
+    method: Callable[Concatenate[Folders, Caller, P], T],
+) -> Callable[Concatenate[Folders, Caller, P], T]:
+    """A caller refused an operation on a mailbox it holds other rights on (a read-only
+    delegate trying to delete, say) is audited, in a transaction of its own since the
+    operation's rolled back: ``mailbox.refused_operation``, actor: the person."""
+
+    @functools.wraps(method)
+    def audited(self: Folders, account: Caller, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, account, *args, **kwargs)
+        except NotPermitted as exc:
+            with self.db.session() as session:
+                context = {"operation": exc.operation.value, "rights": exc.operation.letters}
+                _audit(session, AuditEvent.MAILBOX_REFUSED_OPERATION, account, exc.address, context)
+            raise
+
+    return audited
 
 
 class Folders:
@@ -554,7 +553,7 @@ class Folders:
 
     # -- mailboxes --------------------------------------------------------------------------
     def mailboxes(self, account: Caller) -> list[str]:
-        """Addresses of the open mailboxes the account may read."""
+        """Addresses of the open mailboxes the account may list (own or granted)."""
         with self.db.session() as session:
             granted = select(MailboxAccess.mailbox_id).where(
                 MailboxAccess.account_id == account.account_id
@@ -564,23 +563,30 @@ class Folders:
                     (Mailbox.owner_account_id == account.account_id) | Mailbox.id.in_(granted)
                 )
             ).scalars()
-            return sorted(b.address for b in boxes if may_access(account, b, Right.READ))
+            return sorted(b.address for b in boxes if Operation.LIST in held(account, b))
 
     def default_mailbox(self, account: Caller) -> str | None:
         """The mailbox a login opens: the one at the login's address, else the first."""
         boxes = self.mailboxes(account)
         return account.login if account.login in boxes else (boxes[0] if boxes else None)
 
-    def check(self, account: Caller, address: str, right: Right) -> str:
-        """The mailbox's address (lower case) if the account holds ``right`` on it."""
+    @_refusals_audited
+    def check(self, account: Caller, address: str, operation: Operation) -> str:
+        """The mailbox's address (lower case) if the account may do ``operation`` to it."""
         with self.db.session() as session:
-            return _mailbox(session, account, address, right).address
+            return _mailbox(session, account, address, operation)[0].address
+
+    def rights(self, account: Caller, address: str) -> frozenset[Operation]:
+        """Everything the account may do to the mailbox now (what a door shows: the webmail's
+        buttons); :class:`AccessDenied` if nothing."""
+        with self.db.session() as session:
+            return _mailbox(session, account, address, Operation.LIST)[1]
 
     def open(self, account: Caller, address: str) -> str:
-        """:meth:`check` for READ at the start of a session (IMAP login, webmail); a mailbox
+        """:meth:`check` for LIST at the start of a session (IMAP login, webmail); a mailbox
         reached through a grant is audited (``mailbox.delegated_access``, actor: the person)."""
         with self.db.session() as session:
-            box = _mailbox(session, account, address, Right.READ)
+            box, _ = _mailbox(session, account, address, Operation.LIST)
             if is_delegated(account, box):
                 _audit(session, AuditEvent.DELEGATED_ACCESS, account, box.address, {})
             return box.address
@@ -589,7 +595,7 @@ class Folders:
     def list_folders(self, account: Caller, address: str) -> list[FolderInfo]:
         """INBOX first, then by name. Standard folders missing (an old mailbox) are created."""
         with self.db.session() as session:
-            box = _mailbox(session, account, address, Right.READ)
+            box, _ = _mailbox(session, account, address, Operation.LIST)
             if not {f.name for f in box.folders} >= _STANDARD:
                 MailStore.ensure_folders(session, box)
                 session.flush()
@@ -598,7 +604,7 @@ class Folders:
 
     def status(self, account: Caller, address: str, folder: str) -> FolderStatus:
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.READ)
+            target = _target(session, account, address, folder, Operation.READ)
             rows = session.execute(
                 select(_E.c.uid, _E.c.flags)
                 .where(_E.c.folder_id == target.folder.id)
@@ -611,7 +617,7 @@ class Folders:
     def select(self, account: Caller, address: str, folder: str) -> FolderView:
         """The folder's counters and every message's UID, flags, date and size."""
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.READ)
+            target = _target(session, account, address, folder, Operation.READ)
             rows = session.execute(
                 _entries_query().where(_E.c.folder_id == target.folder.id).order_by(_E.c.uid)
             ).all()
@@ -622,9 +628,16 @@ class Folders:
     def probe(self, account: Caller, address: str, folder: str) -> Probe:
         """UIDVALIDITY, UIDNEXT and the number of messages: enough to notice another
         process's delivery or expunge without listing the folder."""
+        return self.probe_with_rights(account, address, folder)[0]
+
+    def probe_with_rights(
+        self, account: Caller, address: str, folder: str
+    ) -> tuple[Probe, frozenset[Operation]]:
+        """:meth:`probe`, and what the caller may do to the mailbox (IMAP's PERMANENTFLAGS
+        and READ-ONLY, RFC 4314 §4): no query more than the probe's."""
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.READ)
-            return _probes(session, [target.folder.id])[target.folder.id]
+            target = _target(session, account, address, folder, Operation.READ)
+            return _probes(session, [target.folder.id])[target.folder.id], target.holds
 
     def probe_many(self, folder_ids: Collection[int]) -> dict[int, Probe]:
         """The probes of many folders in one query, by folder id (a folder gone is absent).
@@ -653,7 +666,7 @@ class Folders:
         folder of 100 or 100,000 messages (docs/webmail.md "Mail"). ``text``: only messages
         whose subject or sender contains it (case-insensitive)."""
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.READ)
+            target = _target(session, account, address, folder, Operation.READ)
             query = (
                 select(
                     _E.c.uid,
@@ -684,13 +697,25 @@ class Folders:
         older = summaries[-1].uid if len(rows) > limit else None
         return Page(info, summaries, older)
 
-    def fetch(self, account: Caller, address: str, folder: str, uids: Uids) -> list[Entry]:
-        """The entries among ``uids`` that the folder still holds, ascending."""
+    def fetch(
+        self, account: Caller, address: str, folder: str, uids: Uids, *, mark_seen: bool = False
+    ) -> list[Entry]:
+        """The entries among ``uids`` that the folder still holds, ascending. ``mark_seen``
+        (a FETCH of a body without .PEEK, RFC 9051 §6.4.5; opening a message in the webmail)
+        sets \\Seen in the same transaction if the caller may; if not, the fetch goes on and
+        \\Seen stays as it was (RFC 4314 §4: without ``s``)."""
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.READ)
-            query = _entries_query().where(_E.c.folder_id == target.folder.id)
-            rows = _rows_in(session, query, uids)
-        return [_entry(r) for r in rows]
+            target = _target(session, account, address, folder, Operation.READ)
+            if mark_seen and Operation.MARK_SEEN in target.holds:
+                entries, changed = _store(
+                    session, target, uids, mode=FlagMode.ADD, change=frozenset({SEEN}), may=_any
+                )
+            else:
+                query = _entries_query().where(_E.c.folder_id == target.folder.id)
+                entries, changed = [_entry(r) for r in _rows_in(session, query, uids)], False
+        if changed:
+            self._notify(target.mailbox.address)
+        return entries
 
     def fetch_with_bodies(
         self, account: Caller, address: str, folder: str, uids: Uids
@@ -699,7 +724,7 @@ class Folders:
         bytes: one transaction and one trip for a FETCH of bodies, instead of one per
         message. The caller bounds the total size."""
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.READ)
+            target = _target(session, account, address, folder, Operation.READ)
             query = (
                 _entries_query()
                 .add_columns(_M.c.blob_sha256)
@@ -711,7 +736,7 @@ class Folders:
     def body(self, account: Caller, address: str, folder: str, uid: int) -> bytes | None:
         """The message's bytes from the blob store; None if the folder no longer holds it."""
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.READ)
+            target = _target(session, account, address, folder, Operation.READ)
             digest = session.execute(
                 select(_M.c.blob_sha256)
                 .join(_E, _E.c.message_pk == _M.c.id)
@@ -732,7 +757,7 @@ class Folders:
         dates and sizes come from the database; headers and text from the blob store, read
         only for the messages still in the running."""
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.READ)
+            target = _target(session, account, address, folder, Operation.READ)
             query = (
                 _entries_query()
                 .add_columns(_M.c.blob_sha256)
@@ -741,6 +766,7 @@ class Folders:
             rows = _rows_in(session, query, uids if uids is not None else UidRange())
         return [r.uid for r in rows if criterion.matches(Candidate(r, self.blobs))]
 
+    @_refusals_audited
     def store_flags(
         self,
         account: Caller,
@@ -751,24 +777,22 @@ class Folders:
         flags: Collection[str],
         mode: FlagMode,
     ) -> list[Entry]:
-        """Add, remove or replace flags (RFC 9051 §6.4.6); the entries after the change."""
+        """Add, remove or replace flags (RFC 9051 §6.4.6); the entries after the change.
+
+        Each flag is its own operation (RFC 4314 §4 STORE: ``s`` for \\Seen, ``t`` for
+        \\Deleted, ``w`` for the others): flags the caller may not change stay as they are,
+        and a STORE that may change none of the flags it names (or, replacing, none at all)
+        is refused with :class:`NotPermitted`."""
         change = _check_flags(flags)
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.WRITE)
-            _lock(session, target.folder.id)
-            query = _entries_query().add_columns(_E.c.id).where(_E.c.folder_id == target.folder.id)
-            rows = _rows_in(session, query, uids)
-            updates = _flag_updates(rows, mode, change)
-            if updates:
-                session.execute(
-                    update(_E).where(_E.c.id == bindparam("b_id")).values(flags=bindparam("b_f")),
-                    [{"b_id": pk, "b_f": _flag_text(new)} for pk, new in updates.items()],
-                )
-            result = [_entry(r, updates.get(r.id)) for r in rows]
-        if updates:
+            target = _target(session, account, address, folder, Operation.READ)
+            may = _flag_permission(target, change)
+            result, changed = _store(session, target, uids, mode=mode, change=change, may=may)
+        if changed:
             self._notify(target.mailbox.address)
         return result
 
+    @_refusals_audited
     def copy(
         self,
         account: Caller,
@@ -787,6 +811,7 @@ class Folders:
         self._notify(destination_address or address)
         return result
 
+    @_refusals_audited
     def move(
         self,
         account: Caller,
@@ -830,8 +855,13 @@ class Folders:
         *,
         remove: bool = False,
     ) -> tuple[CopyResult, _Target]:
-        src = _target(session, account, *source, Right.WRITE if remove else Right.READ)
-        dst = _target(session, account, destination[0] or source[0], destination[1], Right.INSERT)
+        # RFC 4314 §4: r on the source, i on the destination; MOVE also t and e on the source
+        # (RFC 6851 §3.3: COPY, STORE \\Deleted and EXPUNGE in one).
+        needed = (Operation.READ, Operation.DELETE) if remove else (Operation.READ,)
+        src = _target(session, account, *source, *needed)
+        dst = _target(
+            session, account, destination[0] or source[0], destination[1], Operation.APPEND
+        )
         _lock(session, src.folder.id, dst.folder.id)
         query = select(_E.c.id, _E.c.uid, _E.c.message_pk, _E.c.flags, _E.c.internal_date).where(
             _E.c.folder_id == src.folder.id
@@ -847,7 +877,7 @@ class Folders:
                     "folder_id": dst.folder.id,
                     "uid": first + i,
                     "message_pk": r.message_pk,
-                    "flags": r.flags,
+                    "flags": _flag_text(_settable(dst.holds, _flag_set(r.flags))),
                     "internal_date": r.internal_date,
                 }
                 for i, r in enumerate(rows)
@@ -858,13 +888,14 @@ class Folders:
         pairs = tuple((r.uid, first + i) for i, r in enumerate(rows))
         return CopyResult(dst.folder.uid_validity, pairs), src
 
+    @_refusals_audited
     def expunge(
         self, account: Caller, address: str, folder: str, uids: Uids | None = None
     ) -> list[int]:
         """Remove the messages flagged \\Deleted (among ``uids``: UID EXPUNGE, RFC 4315 §2.1);
-        their UIDs, ascending."""
+        their UIDs, ascending. Needs DELETE (RFC 4314 §4 EXPUNGE: ``e``)."""
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.WRITE)
+            target = _target(session, account, address, folder, Operation.READ, Operation.DELETE)
             _lock(session, target.folder.id)
             query = select(_E.c.id, _E.c.uid, _E.c.flags).where(
                 _E.c.folder_id == target.folder.id, _E.c.flags.contains(DELETED, autoescape=True)
@@ -887,6 +918,7 @@ class Folders:
             self._notify(target.mailbox.address)
         return [r.uid for r in rows]
 
+    @_refusals_audited
     def append(
         self,
         account: Caller,
@@ -899,15 +931,16 @@ class Folders:
     ) -> AppendResult:
         """Store a message the user gives (APPEND: drafts, sent copies, RFC 9051 §6.3.12).
 
-        The right is checked before the body is written, and again in the transaction."""
+        The right (APPEND, RFC 4314 §4: ``i``) is checked before the body is written, and again
+        in the transaction; flags the caller may not set there are not stored."""
         stored = _check_flags(flags)
         with self.db.session() as session:
-            _target(session, account, address, folder, Right.INSERT)
+            _target(session, account, address, folder, Operation.APPEND)
         digest = self.blobs.put(raw)
         headers = Headers.parse(raw)
         when = (internal_date or datetime.now(UTC)).astimezone(UTC)
         with self.db.session() as session:
-            target = _target(session, account, address, folder, Right.INSERT)
+            target = _target(session, account, address, folder, Operation.APPEND)
             _lock(session, target.folder.id)
             message_pk = _insert_message(session, digest, len(raw), headers)
             uid = _take_uids(session, target.folder.id, 1)
@@ -916,7 +949,7 @@ class Folders:
                     folder_id=target.folder.id,
                     uid=uid,
                     message_pk=message_pk,
-                    flags=_flag_text(stored),
+                    flags=_flag_text(_settable(target.holds, stored)),
                     internal_date=when,
                 )
             )
@@ -932,10 +965,11 @@ class Folders:
         return AppendResult(validity, uid)
 
     # -- folder management ------------------------------------------------------------------
+    @_refusals_audited
     def create_folder(self, account: Caller, address: str, name: str) -> FolderInfo:
         name = _check_new_name(name)
         with self.db.session() as session:
-            box = _mailbox(session, account, address, Right.MANAGE)
+            box, _ = _mailbox(session, account, address, Operation.MANAGE)
             if _find_folder(session, box, name) is not None:
                 raise FolderExists(f"the folder {name} already exists")
             folder = Folder(
@@ -948,10 +982,11 @@ class Folders:
         self._notify(box.address)
         return info
 
+    @_refusals_audited
     def delete_folder(self, account: Caller, address: str, name: str) -> None:
         """Delete a user folder and its messages. INBOX and the standard folders stay."""
         with self.db.session() as session:
-            target = _target(session, account, address, name, Right.MANAGE)
+            target = _target(session, account, address, name, Operation.MANAGE)
             if target.folder.name in _STANDARD:
                 raise FolderRefused(f"the folder {target.folder.name} cannot be deleted")
             _lock(session, target.folder.id)
@@ -963,12 +998,13 @@ class Folders:
             _audit(session, AuditEvent.FOLDER_DELETED, account, _where(target), {"messages": count})
         self._notify(target.mailbox.address)
 
+    @_refusals_audited
     def rename_folder(self, account: Caller, address: str, old: str, new: str) -> None:
         """Rename a user folder and the folders under it (RFC 9051 §6.3.6); each gets a new
         UIDVALIDITY, since a client may have known another folder by the new name."""
         new = _check_new_name(new)
         with self.db.session() as session:
-            target = _target(session, account, address, old, Right.MANAGE)
+            target = _target(session, account, address, old, Operation.MANAGE)
             old = target.folder.name
             if old in _STANDARD or new in _STANDARD:
                 raise FolderRefused("the standard folders cannot be renamed")
@@ -994,13 +1030,16 @@ _M = tables.messages
 _F = tables.folders
 
 
-def _mailbox(session: Session, account: Caller, address: str, right: Right) -> Mailbox:
+def _mailbox(
+    session: Session, account: Caller, address: str, operation: Operation
+) -> tuple[Mailbox, frozenset[Operation]]:
+    """The mailbox, if the caller may do ``operation`` to it, and all it may do there."""
     box = session.execute(
         select(Mailbox).where(Mailbox.address == address.strip().lower())
     ).scalar_one_or_none()
-    if box is None or not may_access(account, box, right):
+    if box is None:
         raise AccessDenied(f"no mailbox {address} for this account")
-    return box
+    return box, require(account, box, operation)
 
 
 def _find_folder(session: Session, box: Mailbox, name: str) -> Folder | None:
@@ -1010,20 +1049,69 @@ def _find_folder(session: Session, box: Mailbox, name: str) -> Folder | None:
     return folder
 
 
-def _target(session: Session, account: Caller, address: str, name: str, right: Right) -> _Target:
-    """The mailbox (if the caller holds ``right`` on it) and its folder, in one query: every
-    IMAP command makes one or two of these."""
+def _target(
+    session: Session, account: Caller, address: str, name: str, *operations: Operation
+) -> _Target:
+    """The mailbox (if the caller may do every one of ``operations`` to it) and its folder, in
+    one query: every IMAP command makes one or two of these."""
     row = session.execute(
         select(Mailbox, Folder)
         .outerjoin(Folder, and_(Folder.mailbox_id == Mailbox.id, Folder.name == normal_name(name)))
         .where(Mailbox.address == address.strip().lower())
     ).one_or_none()
-    if row is None or not may_access(account, row[0], right):
+    if row is None:
         raise AccessDenied(f"no mailbox {address} for this account")
     box, folder = row
+    holds = frozenset[Operation]()
+    for operation in operations:
+        holds = require(account, box, operation)
     if folder is None:
         raise FolderNotFound(f"no folder {name}")
-    return _Target(box, folder)
+    return _Target(box, folder, holds)
+
+
+def _flag_permission(target: _Target, change: frozenset[str]) -> Callable[[str], bool]:
+    """Which flags the caller may change (RFC 4314 §4 STORE); :class:`NotPermitted` if none of
+    those named (or, with none named, if it may change no flag at all)."""
+
+    def may(flag: str) -> bool:
+        return may_change_flag(target.holds, flag)
+
+    if not target.holds & FLAG_CHANGES or (change and not any(may(f) for f in change)):
+        missing = [flag_operation(f) for f in sorted(change)] or [Operation.FLAG]
+        raise NotPermitted(target.mailbox.address, missing[0])
+    return may
+
+
+def _any(_flag: str) -> bool:
+    return True
+
+
+def _settable(holds: frozenset[Operation], flags: frozenset[str]) -> frozenset[str]:
+    """The flags a message may get from this caller when it enters a folder (APPEND, COPY)."""
+    return frozenset(f for f in flags if may_change_flag(holds, f))
+
+
+def _store(
+    session: Session,
+    target: _Target,
+    uids: Uids,
+    *,
+    mode: FlagMode,
+    change: frozenset[str],
+    may: Callable[[str], bool],
+) -> tuple[list[Entry], bool]:
+    """Change the flags ``may`` allows on the messages among ``uids``; the entries after."""
+    _lock(session, target.folder.id)
+    query = _entries_query().add_columns(_E.c.id).where(_E.c.folder_id == target.folder.id)
+    rows = _rows_in(session, query, uids)
+    updates = _flag_updates(rows, mode, change, may)
+    if updates:
+        session.execute(
+            update(_E).where(_E.c.id == bindparam("b_id")).values(flags=bindparam("b_f")),
+            [{"b_id": pk, "b_f": _flag_text(new)} for pk, new in updates.items()],
+        )
+    return [_entry(r, updates.get(r.id)) for r in rows], bool(updates)
 
 
 def _where(target: _Target) -> str:
@@ -1107,12 +1195,12 @@ def _rows_in(session: Session, query: Any, uids: Uids) -> list[Row[Any]]:
 
 
 def _flag_updates(
-    rows: Sequence[Row[Any]], mode: FlagMode, change: frozenset[str]
+    rows: Sequence[Row[Any]], mode: FlagMode, change: frozenset[str], may: Callable[[str], bool]
 ) -> dict[int, frozenset[str]]:
     updates = {}
     for row in rows:
         current = _flag_set(row.flags)
-        new = _apply(mode, current, change)
+        new = _apply(mode, current, change, may)
         if new != current:
             updates[row.id] = new
     return updates
@@ -1214,15 +1302,14 @@ __all__ = [
     "HeaderHas",
     "InUids",
     "Not",
+    "NotPermitted",
     "Or",
     "Probe",
-    "Right",
     "SizeIs",
     "TextHas",
     "UidRange",
     "Uids",
     "is_delegated",
-    "may_access",
     "normal_flag",
     "normal_name",
 ]

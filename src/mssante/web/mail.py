@@ -2,7 +2,10 @@
 moves, read receipts, new-mail events (docs/webmail.md "Mail").
 
 Every route goes through the folder operations with the visitor's :class:`Caller`: a message
-of a mailbox the person may not read answers 404, the same as a message that does not exist.
+of a mailbox the person may not read answers 404, the same as a message that does not exist,
+and so does an operation beyond the person's grant (a read-only delegate deleting). What the
+person may do is the one authorization rule's answer (:mod:`mssante.ops.rights`, through
+``Folders.rights``): the read view shows only the buttons it allows.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.mail.reading import MessageView, attachment_bytes, parse_message
 from mssante.mail.receipts import MdnDecision, build_mdn, mdn_decision
+from mssante.ops.acceptance import MessageRefused
 from mssante.ops.folders import (
     AccessDenied,
     FlagMode,
@@ -28,10 +32,11 @@ from mssante.ops.folders import (
     FolderNotFound,
 )
 from mssante.ops.receipts import statuses
-from mssante.smtp.direct import SubmissionRefused
-from mssante.web.context import PREFIX, Visit, WebContext, peer_of
+from mssante.ops.rights import Operation
+from mssante.web.context import PREFIX, Visit, WebContext, peer_of, send_mail
 from mssante.web.login import changing, visit
 from mssante.web.sanitize import sanitize_html, text_to_html
+from mssante.web.sessions import SessionInfo, stream_lifetime
 
 UID_MAX = 2**32 - 1  # RFC 9051 §9: a UID is a 32-bit nz-number
 MDN_SENT_FLAG = "$MDNSent"  # RFC 3503: a receipt was sent (or declined) for this message
@@ -128,23 +133,14 @@ def mail_router(ctx: WebContext) -> APIRouter:
         current = visit(ctx, request)
         check_names(folder, uid)
         raw = await read_raw(ctx, current, folder, uid)
-        flags = await _flags(ctx, current, folder, uid)
-        if SEEN not in flags:
-            await asyncio.to_thread(
-                ctx.folders.store_flags,
-                current.caller,
-                current.mailbox,
-                folder,
-                [uid],
-                flags=[SEEN],
-                mode=FlagMode.ADD,
-            )
+        flags = await _flags(ctx, current, folder, uid, mark_seen=True)
         view = await asyncio.to_thread(parse_message, raw)
         await _audit_read(ctx, current, folder, uid)
         folders = await _folders(ctx, current)
         info = next((f for f in folders if f.name == folder), None)
         if info is None:
             raise not_found()
+        may = await _rights(ctx, current)
         return ctx.render(
             request,
             "message.html",
@@ -155,8 +151,9 @@ def mail_router(ctx: WebContext) -> APIRouter:
             flags=flags,
             sent=info.special_use == "\\Sent",
             statuses=_statuses(ctx, current, view) if info.special_use == "\\Sent" else [],
-            receipt=_receipt_state(view, flags, raw) if info.special_use != "\\Sent" else "",
+            receipt=_receipt_state(view, flags, raw, may) if info.special_use != "\\Sent" else "",
             folders=folders,
+            may=may,
             images=bool(images),
             blocked=len(_remote_images(view)) if view.html is not None else 0,
         )
@@ -270,6 +267,9 @@ def mail_router(ctx: WebContext) -> APIRouter:
     ) -> Response:
         current = changing(ctx, request, csrf)
         check_names(folder, uid)
+        # $MDNSent is a keyword (RFC 4314 §4: w): checked before the receipt leaves, so that a
+        # refusal sends nothing.
+        await _call(ctx.folders.check, current.caller, current.mailbox, Operation.FLAG)
         raw = await read_raw(ctx, current, folder, uid)
         flags = await _flags(ctx, current, folder, uid)
         if MDN_SENT_FLAG not in flags and mdn_decision(raw) is not MdnDecision.NONE:
@@ -303,12 +303,10 @@ def mail_router(ctx: WebContext) -> APIRouter:
     @router.get("/events")
     async def events(request: Request) -> Response:
         """Server-sent events: ``mail`` when the mailbox being read changes (the IMAP
-        listeners' change bus; without it, the page polls)."""
+        operator's change bus, which every delivery and folder change publishes to)."""
         current = visit(ctx, request)
-        if ctx.bus is None:
-            return Response(status_code=204)
         return StreamingResponse(
-            _event_stream(ctx, request, current.mailbox),
+            _event_stream(ctx, request, current.mailbox, current.session),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -316,10 +314,14 @@ def mail_router(ctx: WebContext) -> APIRouter:
     return router
 
 
-async def _event_stream(ctx: WebContext, request: Request, mailbox: str) -> AsyncIterator[str]:
-    assert ctx.bus is not None
+async def _event_stream(
+    ctx: WebContext, request: Request, mailbox: str, session: SessionInfo
+) -> AsyncIterator[str]:
     yield "retry: 5000\n\n"
-    with ctx.bus.subscribe(mailbox) as waiter:
+    with (
+        ctx.bus.subscribe(mailbox) as waiter,
+        stream_lifetime(ctx.auth.sessions, session, waiter.set) as ended,  # docs/revocation.md
+    ):
         while not await request.is_disconnected():
             try:
                 await asyncio.wait_for(waiter.wait(), _EVENT_KEEPALIVE)
@@ -327,6 +329,8 @@ async def _event_stream(ctx: WebContext, request: Request, mailbox: str) -> Asyn
                 yield ": keep-alive\n\n"
                 continue
             waiter.clear()
+            if ended.is_set():  # what the session rested on was revoked: its row is gone
+                return
             yield f"event: mail\ndata: {json.dumps({'mailbox': mailbox})}\n\n"
 
 
@@ -364,11 +368,24 @@ async def read_raw(ctx: WebContext, current: Visit, folder: str, uid: int) -> by
     return raw  # type: ignore[no-any-return]
 
 
-async def _flags(ctx: WebContext, current: Visit, folder: str, uid: int) -> frozenset[str]:
-    entries = await _call(ctx.folders.fetch, current.caller, current.mailbox, folder, [uid])
+async def _flags(
+    ctx: WebContext, current: Visit, folder: str, uid: int, *, mark_seen: bool = False
+) -> frozenset[str]:
+    """The message's flags; with ``mark_seen`` (opening it), \\Seen set first if the person
+    may (ops/folders.py decides)."""
+    entries = await _call(
+        ctx.folders.fetch, current.caller, current.mailbox, folder, [uid], mark_seen=mark_seen
+    )
     if not entries:
         raise not_found()
     return entries[0].flags  # type: ignore[no-any-return]
+
+
+async def _rights(ctx: WebContext, current: Visit) -> frozenset[str]:
+    """What the person may do to the mailbox being read (``Operation`` values), for the
+    buttons the page shows."""
+    holds = await _call(ctx.folders.rights, current.caller, current.mailbox)
+    return frozenset(op.value for op in holds)
 
 
 async def _folders(ctx: WebContext, current: Visit) -> list[FolderInfo]:
@@ -422,16 +439,21 @@ def _statuses(ctx: WebContext, current: Visit, view: MessageView) -> list[Any]:
     return statuses(ctx.folders.db, current.mailbox, view.message_id, recipients, ctx.local_domains)
 
 
-def _receipt_state(view: MessageView, flags: frozenset[str], raw: bytes) -> str:
-    """ "" (nothing to do), "asked" (a button), "sent" (already answered)."""
+def _receipt_state(
+    view: MessageView, flags: frozenset[str], raw: bytes, may: frozenset[str]
+) -> str:
+    """ "" (nothing to do, or the person may not record it: $MDNSent needs FLAG), "asked"
+    (a button), "sent" (already answered)."""
     if MDN_SENT_FLAG in flags:
         return "sent" if view.disposition_notification_to else ""
+    if Operation.FLAG.value not in may:
+        return ""
     return "asked" if mdn_decision(raw) is not MdnDecision.NONE else ""
 
 
 async def _send_mdn(ctx: WebContext, request: Request, current: Visit, raw: bytes) -> None:
     """The reader asked to send the receipt: RFC 8098, sent with an empty envelope sender
-    (``MAIL FROM:<>``, §2.1) through the same submission checks (the trust space)."""
+    (``MAIL FROM:<>``, §2.1) through the acceptance path like any message (the trust space)."""
     to, mdn = build_mdn(
         raw,
         reader=current.mailbox,
@@ -439,8 +461,10 @@ async def _send_mdn(ctx: WebContext, request: Request, current: Visit, raw: byte
         hostname=ctx.settings.smtp_hostname(),
     )
     try:
-        await ctx.submission.submit_report(current.session.login, to, mdn, peer=peer_of(request))
-    except SubmissionRefused as exc:
+        await send_mail(
+            ctx, current.session.login, "", [to], mdn, peer=peer_of(request), report=True
+        )
+    except MessageRefused as exc:
         raise HTTPException(status_code=400, detail=exc.public) from exc
     await ctx.audit(
         AuditRecord(
