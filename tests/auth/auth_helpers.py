@@ -8,10 +8,9 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 
-from mssante.audit.events import ListSink
+from mssante.audit.events import Actor, ListSink
 from mssante.auth.service import AuthService
 from mssante.config import AuthSettings, OperatorSettings, Settings
-from mssante.ops.accounts import Actor
 from mssante.pki.ids import luhn_key
 from mssante.store.db import Database
 from mssante.store.models import Account, AccountKind, Credential, CredentialKind, Professional

@@ -349,7 +349,12 @@ def node(tmp_path: Path, database_settings: tuple[str, str]) -> Iterator[tuple[P
     url, schema = database_settings
     if not is_postgres():
         url = f"sqlite:///{tmp_path / 'data' / 'mssante.db'}"
-    lines = [f'data_dir = "{tmp_path / "data"}"', "[operator]", 'name = "HOPITAL NORD"']
+    lines = [
+        f'data_dir = "{tmp_path / "data"}"',
+        "[operator]",
+        'name = "HOPITAL NORD"',
+        'domains = ["hopital-nord.mssante.test"]',
+    ]
     if is_postgres():
         lines += ["[database]", f'url = "{url}"', f'schema_name = "{schema}"']
     config = tmp_path / "node.toml"

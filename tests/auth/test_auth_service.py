@@ -22,12 +22,12 @@ from auth_helpers import (
 )
 from sqlalchemy import select
 
-from mssante.audit.events import ListSink
+from mssante.audit.events import Actor, ListSink
 from mssante.audit.log import DatabaseAuditLog, iter_entries, verify_chain
 from mssante.auth import totp
 from mssante.auth.service import AuthMethod, AuthService, _client_network, password_hasher
 from mssante.config import AuthSettings
-from mssante.ops.accounts import Accounts, Actor, NewPerson
+from mssante.ops.accounts import Accounts, NewPerson
 from mssante.store.db import Database
 from mssante.store.models import AccountKind, Credential, CredentialKind
 
@@ -165,6 +165,7 @@ def test_changes_and_logins_land_in_the_database_log(db: Database, tmp_path: Pat
         "auth.totp_enrolled",
         "auth.app_password_created",
         "auth.app_password_revoked",
+        "auth.credential_revoked",  # its sessions end (docs/revocation.md)
         "auth.login_failed",
         "auth.login_succeeded",
     ]

@@ -12,7 +12,7 @@ import pytest
 from imapclient.exceptions import LoginError
 
 from imap_fixtures import DURAND, MARTIN, PASSWORD, Operator, Raw, message
-from mssante.ops.accounts import Actor
+from mssante.audit.events import Actor
 
 
 def _plain(raw: Raw, tag: str, authzid: str, login: str, password: str) -> list[bytes]:

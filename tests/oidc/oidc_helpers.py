@@ -19,14 +19,14 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pyotp
 
-from mssante.audit.events import ListSink
+from mssante.audit.events import Actor, ListSink
 from mssante.audit.log import iter_entries
 from mssante.auth.bearer import BearerValidator
 from mssante.auth.service import AuthService
 from mssante.config import Settings, load_settings
 from mssante.oidc.models import digest
 from mssante.oidc.run import ProviderRuntime, build_provider, serve
-from mssante.ops.accounts import Accounts, Actor, NewPerson
+from mssante.ops.accounts import Accounts, NewPerson
 from mssante.pki.ca import IssuedPaths, TestPki
 from mssante.pki.ids import luhn_key
 from mssante.runtime import open_node

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from imap_fixtures import Operator, Trust, message
-from mssante.ops.accounts import Actor
+from mssante.audit.events import Actor
 from mssante.ops.delegation import Delegations
 from mssante.store.models import AccessRight, Account
 from webhelpers import (

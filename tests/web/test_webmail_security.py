@@ -26,7 +26,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 
 from imap_fixtures import Operator, Trust, message
-from mssante.ops.accounts import Actor
+from mssante.audit.events import Actor
 from mssante.ops.delegation import Delegations
 from mssante.store.models import AccessRight, Account, WebSession
 from mssante.web.context import LOGIN_CSRF_COOKIE

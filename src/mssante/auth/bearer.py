@@ -40,6 +40,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy import Row, select
 
 from mssante.audit.events import AuditEvent, AuditRecord, AuditSink
+from mssante.auth.revocation import Credential, Grounds, note_login, note_refusal
 from mssante.auth.service import MAX_LOGIN_LENGTH, AuthProtocol
 from mssante.config import OidcSettings, Settings
 from mssante.errors import ConfigError
@@ -110,6 +111,16 @@ class BearerLogin:
     client_id: str
     expires_at: int
 
+    @property
+    def grounds(self) -> Grounds:
+        """What a session opened by this token rests on (auth/revocation.py)."""
+        return frozenset(
+            {
+                Credential.account(self.account_id),
+                Credential.oidc_token(self.account_id, self.token_id),
+            }
+        )
+
 
 @dataclass(frozen=True)
 class _Issuer:
@@ -175,8 +186,10 @@ class BearerValidator:
             result = await asyncio.to_thread(self._account_for, claims, attempt.login)
         except BearerError as exc:
             await self._audit_failure(attempt, claims, exc)
+            note_refusal()
             return None
         self._remember(claims)
+        note_login(result.grounds)  # for the door that registers the session
         await self._audit(AuditEvent.LOGIN_SUCCEEDED, result.login, _context(attempt, claims))
         return result
 

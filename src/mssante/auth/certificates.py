@@ -39,14 +39,15 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mssante.audit.events import AuditEvent, AuditRecord, AuditSink
+from mssante.audit.events import Actor, AuditEvent, AuditRecord, AuditSink
 from mssante.audit.log import append
+from mssante.auth.revocation import Credential as Ground
+from mssante.auth.revocation import Grounds, note_login, note_refusal
 from mssante.auth.service import MAX_LOGIN_LENGTH, AuthProtocol, _client_network
 from mssante.auth.throttle import LoginThrottle
 from mssante.config import AuthSettings
 from mssante.errors import MssanteError, NotFoundError
 from mssante.logging import get_logger
-from mssante.ops.accounts import Actor
 from mssante.pki.crl import CrlCache
 from mssante.pki.ids import InvalidIdentifier, parse_id_nat_struct
 from mssante.pki.names import MalformedDN, dn_string, normalise_dn, parse_dn, person_id_nat
@@ -94,6 +95,16 @@ class CertificateLogin:
     subject_dn: str  # RFC 4514, as pki.names.dn_string renders it
     serial: str  # hexadecimal, upper case (as the PKI's index and audit write it)
     kind: CertificateKind
+    issuer_dn: str = ""  # RFC 4514: with the serial, names the certificate on its CA's CRL
+
+    @property
+    def grounds(self) -> Grounds:
+        """What a session opened by this certificate rests on (auth/revocation.py): the
+        account, and the certificate (ended when a CRL lists it)."""
+        grounds = {Ground.account(self.account_id)}
+        if self.issuer_dn:
+            grounds.add(Ground.certificate(self.account_id, self.serial, self.issuer_dn))
+        return frozenset(grounds)
 
 
 @dataclass(frozen=True)
@@ -206,7 +217,12 @@ class CertificateLogins:
         with self._throttle_lock:
             delay = self.throttle.delay(attempt.throttle_key)
         await asyncio.sleep(delay)
-        return await asyncio.to_thread(self._run, chain, attempt)
+        result = await asyncio.to_thread(self._run, chain, attempt)
+        if result is None:
+            note_refusal()
+        else:
+            note_login(result.grounds)  # for the door that registers the session
+        return result
 
     # -- the core of a login ---------------------------------------------------------------------
     def _run(
@@ -264,6 +280,7 @@ class CertificateLogins:
                 subject_dn=presented.subject,
                 serial=presented.serial,
                 kind=presented.kind,
+                issuer_dn=_safe_dn(presented.leaf.issuer),
             )
 
     def _audit_failure(

@@ -36,16 +36,25 @@ from argon2 import PasswordHasher
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from mssante.audit.events import AuditEvent, AuditRecord, AuditSink
+from mssante.audit.events import Actor, AuditEvent, AuditRecord, AuditSink
 from mssante.audit.log import append
 from mssante.auth import app_passwords, totp
 from mssante.auth.passwords import needs_rehash, password_problem, verify_password
+from mssante.auth.revocation import (
+    Credential as Ground,
+)
+from mssante.auth.revocation import (
+    Grounds,
+    SessionRegistry,
+    note_login,
+    note_refusal,
+    revoke,
+)
 from mssante.auth.throttle import LoginThrottle
 from mssante.config import AuthSettings, Settings
 from mssante.errors import MssanteError, NotFoundError
-from mssante.ops.accounts import Actor
 from mssante.store.db import Database
-from mssante.store.models import Account, AccountKind, Credential, CredentialKind
+from mssante.store.models import Account, AccountKind, Credential, CredentialKind, WebSession
 
 PENDING_TOTP_LIFETIME = timedelta(hours=1)  # an enrolment not confirmed by then must start over
 MAX_LOGIN_LENGTH = 320  # what is kept of a typed login (audit log, throttle keys)
@@ -60,6 +69,15 @@ class AuthProtocol(StrEnum):
 
 
 MAIL_PROTOCOLS = frozenset({AuthProtocol.IMAP, AuthProtocol.SUBMISSION})
+
+# Told to a mail client whose user typed the account's password, right, while the account has
+# a TOTP device (only then: a wrong password learns nothing). French, then English; ASCII, as
+# IMAP (RFC 3501 §9 text) and SMTP replies (RFC 5321 §2.4) carry it.
+TWO_FACTOR_HINT = (
+    "Ce compte utilise la double authentification : creez un mot de passe d'application "
+    "dans le webmail (Compte) / This account uses two-factor authentication: create an app "
+    "password in the webmail (Account)"
+)
 
 
 class AuthMethod(StrEnum):
@@ -98,6 +116,17 @@ class Principal:
     method: AuthMethod
     credential_id: int | None = None  # the password or app password that matched
     credential_label: str = ""  # the app password's label
+
+    @property
+    def grounds(self) -> Grounds:
+        """What a session opened by this login rests on (auth/revocation.py)."""
+        grounds = {Ground.account(self.account_id)}
+        if self.credential_id is not None:
+            make = (
+                Ground.app_password if self.method is AuthMethod.APP_PASSWORD else Ground.password
+            )
+            grounds.add(make(self.account_id, self.credential_id))
+        return frozenset(grounds)
 
 
 @dataclass(frozen=True)
@@ -170,6 +199,9 @@ class AuthService:
         # Verified against when there is nothing real to verify (unknown login, no matching app
         # password), so that every path costs the same (no timing oracle).
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        # The open sessions of this process, by what they rest on (IMAP, submission, the
+        # webmail's event streams register there; docs/revocation.md).
+        self.sessions = SessionRegistry()
 
     # -- logins ----------------------------------------------------------------------------------
     def check_password(
@@ -178,15 +210,17 @@ class AuthService:
         """A password or app password login; blocks for the throttle's delay first."""
         attempt = _Attempt(_clean_login(login), password, None, peer, AuthProtocol(protocol))
         time.sleep(self._delay(attempt))
-        return self._run(attempt)
+        return _noted(self._run(attempt))
 
     async def check_password_async(
         self, login: str, password: str, *, peer: str, protocol: AuthProtocol | str
     ) -> Principal | None:
-        """:meth:`check_password` for servers: waits without blocking, hashes in a thread."""
+        """:meth:`check_password` for servers: waits without blocking, hashes in a thread.
+        The outcome is noted in the task's context (:func:`revocation.take_login`): what the
+        session rests on, or the hint of :data:`TWO_FACTOR_HINT`."""
         attempt = _Attempt(_clean_login(login), password, None, peer, AuthProtocol(protocol))
         await asyncio.sleep(self._delay(attempt))
-        return await asyncio.to_thread(self._run, attempt)
+        return _noted(await asyncio.to_thread(self._run, attempt))
 
     def check_password_totp(
         self, login: str, password: str, code: str, peer: str
@@ -194,14 +228,14 @@ class AuthService:
         """An interactive (web) login with the account password and a TOTP code."""
         attempt = _Attempt(_clean_login(login), password, code, peer, AuthProtocol.WEB)
         time.sleep(self._delay(attempt))
-        return self._run(attempt)
+        return _noted(self._run(attempt))
 
     async def check_password_totp_async(
         self, login: str, password: str, code: str, peer: str
     ) -> Principal | None:
         attempt = _Attempt(_clean_login(login), password, code, peer, AuthProtocol.WEB)
         await asyncio.sleep(self._delay(attempt))
-        return await asyncio.to_thread(self._run, attempt)
+        return _noted(await asyncio.to_thread(self._run, attempt))
 
     # -- TOTP devices ----------------------------------------------------------------------------
     def enrol_totp(self, login: str, actor: Actor) -> totp.TotpEnrolment:
@@ -241,9 +275,13 @@ class AuthService:
         return snapshot is not None and snapshot.totp is not None
 
     # -- the account password --------------------------------------------------------------------
-    def change_password(self, login: str, new_password: str, actor: Actor) -> None:
+    def change_password(
+        self, login: str, new_password: str, actor: Actor, *, keep_web_session: str = ""
+    ) -> None:
         """Replace the account's password (the caller has checked the current one); raises
-        :class:`AuthError` with the reason if the new one is too weak."""
+        :class:`AuthError` with the reason if the new one is too weak. Every session opened
+        with the old one ends (docs/revocation.md), but the webmail session whose token hash
+        is ``keep_web_session`` (the one making the change) goes on, on the new one."""
         problem = password_problem(new_password)
         if problem:
             raise AuthError(problem)
@@ -252,21 +290,34 @@ class AuthService:
         with self.db.session() as session:
             account = _account_or_error(session, login)
             now = self._now()
-            session.execute(
-                update(Credential)
-                .where(
-                    Credential.account_id == account.id,
-                    Credential.kind == CredentialKind.PASSWORD,
-                    Credential.revoked_at.is_(None),
-                )
-                .values(revoked_at=now)
+            old = list(
+                session.execute(
+                    select(Credential).where(
+                        Credential.account_id == account.id,
+                        Credential.kind == CredentialKind.PASSWORD,
+                        Credential.revoked_at.is_(None),
+                    )
+                ).scalars()
             )
+            for stale in old:
+                stale.revoked_at = now
             credential = Credential(
                 account_id=account.id, kind=CredentialKind.PASSWORD, secret=hashed, created_at=now
             )
             session.add(credential)
             session.flush()
             _audit(session, AuditEvent.PASSWORD_CHANGED, actor, account.login, credential)
+            if keep_web_session:
+                session.execute(
+                    update(WebSession)
+                    .where(WebSession.token_hash == keep_web_session)
+                    .values(rests_on=Ground.password(account.id, credential.id).token)
+                )
+            for stale in old:
+                ground = Ground.password(account.id, stale.id)
+                revoke(
+                    session, ground, "password_changed", actor=actor.name, notify=self.sessions.poke
+                )
 
     # -- app passwords ---------------------------------------------------------------------------
     def add_app_password(
@@ -294,6 +345,10 @@ class AuthService:
             account = _account_or_error(session, login)
             info = app_passwords.revoke(session, account.id, label_or_id)
             _audit_app_password(session, AuditEvent.APP_PASSWORD_REVOKED, actor, account, info)
+            ground = Ground.app_password(account.id, info.id)
+            revoke(
+                session, ground, "app_password_revoked", actor=actor.name, notify=self.sessions.poke
+            )
             return info
 
     # -- the core of a login ---------------------------------------------------------------------
@@ -301,7 +356,7 @@ class AuthService:
         with self._throttle_lock:
             return self.throttle.delay(*attempt.throttle_keys)
 
-    def _run(self, attempt: _Attempt) -> Principal | None:
+    def _run(self, attempt: _Attempt) -> _Verdict:
         snapshot = self._load(attempt.login)
         verdict = self._judge(snapshot, attempt)
         if verdict.principal is not None:
@@ -313,7 +368,7 @@ class AuthService:
                 self.throttle.failed(login_key, address_key)
             else:
                 self.throttle.succeeded(login_key)
-        return verdict.principal
+        return verdict
 
     def _load(self, login: str) -> _Snapshot | None:
         with self.db.session() as session:
@@ -464,6 +519,16 @@ def password_hasher(auth: AuthSettings) -> PasswordHasher:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def _noted(verdict: _Verdict) -> Principal | None:
+    """Note the outcome in the caller's task (auth/revocation.py), then return the principal."""
+    if verdict.principal is not None:
+        note_login(verdict.principal.grounds)
+    else:
+        right_password = verdict.reason is FailureReason.APP_PASSWORD_REQUIRED
+        note_refusal(TWO_FACTOR_HINT if right_password else "")
+    return verdict.principal
+
+
 def _clean_login(login: str) -> str:
     return login.strip().lower()
 
@@ -593,6 +658,7 @@ def _audit_app_password(
 
 __all__ = [
     "MAIL_PROTOCOLS",
+    "TWO_FACTOR_HINT",
     "AuthError",
     "AuthMethod",
     "AuthProtocol",

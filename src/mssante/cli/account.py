@@ -8,19 +8,19 @@ from pathlib import Path
 
 import click
 
+from mssante.audit.events import Actor
 from mssante.auth.certificates import CertificateBinding, CertificateBindings
 from mssante.auth.service import AuthService
 from mssante.cli.common import (
     config_option,
     friendly_errors,
     json_option,
+    node_from,
     print_json,
-    settings_from,
 )
-from mssante.ops.accounts import Accounts, Actor, NewApplication, NewPerson
+from mssante.ops.accounts import Accounts, NewApplication, NewPerson
 from mssante.pki.loading import load_certificate
 from mssante.pki.names import dn_string
-from mssante.runtime import open_node
 
 
 @click.group(name="account")
@@ -54,17 +54,18 @@ def add(
     password: str | None,
 ) -> None:
     """Create a professional's account and personal (PER) mailbox."""
-    if password is None:
-        password = click.prompt(
-            "Mot de passe / password", hide_input=True, confirmation_prompt=True
-        )
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)  # a missing configuration is told before the prompt
     try:
+        if password is None:
+            password = click.prompt(
+                "Mot de passe / password", hide_input=True, confirmation_prompt=True
+            )
         view = Accounts(node.db).create_person(
             NewPerson(
                 address, password, id_nat, last_name, first_name, profession_code=profession_code
             ),
             Actor(f"cli:{getpass.getuser()}", {"via": "cli"}),
+            domains=node.settings.operator.domains,
         )
     finally:
         node.close()
@@ -96,7 +97,7 @@ def totp_group() -> None:
 @friendly_errors
 def totp_enrol(config_path: Path | None, address: str, qr_path: Path | None) -> None:
     """Start TOTP enrolment for ADDRESS: prints the otpauth:// URI to scan or type in."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         enrolment = AuthService(node.db, node.settings, node.audit).enrol_totp(
             address, _cli_actor()
@@ -123,7 +124,7 @@ def totp_enrol(config_path: Path | None, address: str, qr_path: Path | None) -> 
 @friendly_errors
 def totp_confirm(config_path: Path | None, address: str, code: str) -> None:
     """Activate the enrolled device of ADDRESS with a first CODE it shows."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         AuthService(node.db, node.settings, node.audit).confirm_totp(address, code, _cli_actor())
     finally:
@@ -159,7 +160,7 @@ def app_password_group() -> None:
 @friendly_errors
 def app_password_add(config_path: Path | None, as_json: bool, address: str, label: str) -> None:
     """Create an app password for ADDRESS; it is printed this once only."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         new = AuthService(node.db, node.settings, node.audit).add_app_password(
             address, label, _cli_actor()
@@ -183,7 +184,7 @@ def app_password_list(
     config_path: Path | None, as_json: bool, address: str, include_revoked: bool
 ) -> None:
     """List the app passwords of ADDRESS: label, creation and last use (never the secret)."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         infos = AuthService(node.db, node.settings, node.audit).list_app_passwords(
             address, include_revoked=include_revoked
@@ -206,7 +207,7 @@ def app_password_list(
 @friendly_errors
 def app_password_revoke(config_path: Path | None, address: str, label_or_id: str) -> None:
     """Revoke the app password of ADDRESS named LABEL_OR_ID (its label or its id)."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         info = AuthService(node.db, node.settings, node.audit).revoke_app_password(
             address, label_or_id, _cli_actor()
@@ -214,6 +215,24 @@ def app_password_revoke(config_path: Path | None, address: str, label_or_id: str
     finally:
         node.close()
     click.echo(f"revoked app password '{info.label}' (id {info.id})")
+
+
+@group.command(name="disable")
+@config_option
+@click.argument("login")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@friendly_errors
+def disable(config_path: Path | None, login: str, yes: bool) -> None:
+    """Disable the account LOGIN: no new login, and every session open with it ends within
+    seconds, in the running server too (IMAP, submission, webmail: docs/revocation.md)."""
+    if not yes:
+        click.confirm(f"Désactiver le compte {login} ? / Disable account {login}?", abort=True)
+    node = node_from(config_path)
+    try:
+        Accounts(node.db).disable(login, _cli_actor())
+    finally:
+        node.close()
+    click.echo(f"compte désactivé / account disabled: {login.strip().lower()}")
 
 
 # -- APP mailboxes and their organisation certificates (docs/auth.md) ---------------------------
@@ -231,10 +250,12 @@ def add_app(
 ) -> None:
     """Create an application account and its APP mailbox; it logs in with an organisation
     certificate: bind one with 'mssante account certificate bind'."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         view = Accounts(node.db).create_application(
-            NewApplication(address, structure_id, description), _cli_actor()
+            NewApplication(address, structure_id, description),
+            _cli_actor(),
+            domains=node.settings.operator.domains,
         )
     finally:
         node.close()
@@ -281,7 +302,7 @@ def certificate_bind(
     if (dn is None) == (cert_path is None):
         raise click.UsageError("give exactly one of --dn and --cert")
     subject = dn_string(load_certificate(cert_path).subject) if cert_path else str(dn)
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         binding = CertificateBindings(node.db).bind(address, subject, _cli_actor())
     finally:
@@ -302,7 +323,7 @@ def certificate_unbind(
     config_path: Path | None, as_json: bool, address: str, dn_or_id: str
 ) -> None:
     """Stop the certificate DN_OR_ID (its DN, or the binding's id) opening ADDRESS."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         binding = CertificateBindings(node.db).unbind(address, dn_or_id, _cli_actor())
     finally:
@@ -323,7 +344,7 @@ def certificate_list(
     config_path: Path | None, as_json: bool, address: str, include_revoked: bool
 ) -> None:
     """List the certificate DNs bound to ADDRESS, with their last use."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         bindings = CertificateBindings(node.db).listing(address, include_revoked=include_revoked)
     finally:

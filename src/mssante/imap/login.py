@@ -13,6 +13,12 @@ or the certificate logins, which audit them; they arrive here as a :class:`Prove
 Authorization: the session opens the mailbox at the login's address (else the account's first
 open mailbox). A SASL authorization identity (``authzid``, RFC 4616 §2) names another mailbox;
 it is opened only if the account may read it (:func:`mssante.ops.folders.may_access`).
+
+The identity carries what the session rests on (auth/revocation.py): the account and the
+password, app password, token or certificate of the login, and the grant when the mailbox is
+someone else's; the connection registers it, so that revoking any of them ends the session.
+A TOTP-protected account logging in with its (right) main password is told to make an app
+password (``NO [AUTHENTICATIONFAILED]`` with :data:`~mssante.auth.service.TWO_FACTOR_HINT`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +40,12 @@ from pysasl.creds.server import ServerCredentials
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth.bearer import BearerValidator
+from mssante.auth.revocation import Credential, Grounds, delegation_ground, take_login
 from mssante.auth.service import AuthProtocol, AuthService
 from mssante.imap.backend import Listings, MailboxRef, StoreSession
-from mssante.imap.bus import ChangeBus
 from mssante.imap.mechanisms import ProvenLogin
 from mssante.imap.watch import FolderWatch
+from mssante.ops.bus import ChangeBus
 from mssante.ops.folders import AccessDenied, Caller, Folders
 
 if TYPE_CHECKING:
@@ -59,7 +66,6 @@ class ImapContext:
     listings: Listings  # the messages of listed folders, shared by the sessions
     bearer: BearerValidator | None = None  # set: XOAUTH2 and OAUTHBEARER are offered
     certificates: CertificateLogins | None = None  # set: EXTERNAL is offered
-    token_recheck: float = 60.0  # seconds between checks that a session's token still holds
 
 
 def peer_address() -> str:
@@ -130,14 +136,29 @@ class _NoTokens(TokensInterface):
         raise ValueError("tokens are not accepted")
 
 
-class StoreIdentity(IdentityInterface):
-    """A logged-in account and the mailbox its session opens."""
+@dataclass(frozen=True)
+class GroundedLogin(ProvenLogin):
+    """A :class:`ProvenLogin` with what the session will rest on (the token or certificate)."""
 
-    def __init__(self, ctx: ImapContext, config: IMAPConfig, caller: Caller, address: str) -> None:
+    grounds: Grounds = field(default_factory=frozenset)
+
+
+class StoreIdentity(IdentityInterface):
+    """A logged-in account, the mailbox its session opens, and what the session rests on."""
+
+    def __init__(
+        self,
+        ctx: ImapContext,
+        config: IMAPConfig,
+        caller: Caller,
+        address: str,
+        grounds: Grounds = frozenset(),
+    ) -> None:
         self._ctx = ctx
         self._config = config
         self.caller = caller
         self.address = address
+        self.grounds = grounds or frozenset({Credential.account(caller.account_id)})
 
     @property
     def name(self) -> str:
@@ -188,14 +209,18 @@ class StoreLogin(LoginInterface):
         if isinstance(credentials, ProvenLogin):  # a token or certificate, checked already
             context = {"peer": peer, "via": "imap", "method": credentials.method}
             caller = Caller(credentials.account_id, credentials.login, context)
-            return StoreIdentity(self._ctx, self._config, caller, credentials.login)
+            grounds: Grounds = getattr(credentials, "grounds", frozenset())
+            return StoreIdentity(self._ctx, self._config, caller, credentials.login, grounds)
         principal = await self._ctx.auth.check_password_async(
             credentials.authcid, _password(credentials), peer=peer, protocol=AuthProtocol.IMAP
         )
         if principal is None:
-            raise InvalidAuth()  # NO [AUTHENTICATIONFAILED], RFC 5530; the reason is audited
+            note = take_login()
+            # NO [AUTHENTICATIONFAILED], RFC 5530; the reason is audited. The hint only when
+            # the main password was right on a TOTP account (docs/auth.md).
+            raise InvalidAuth(note.hint) if note is not None and note.hint else InvalidAuth()
         caller = Caller(principal.account_id, principal.login, {"peer": peer, "via": "imap"})
-        return StoreIdentity(self._ctx, self._config, caller, principal.login)
+        return StoreIdentity(self._ctx, self._config, caller, principal.login, principal.grounds)
 
     async def authorize(self, authenticated: IdentityInterface, authzid: str) -> StoreIdentity:
         if not isinstance(authenticated, StoreIdentity):
@@ -205,7 +230,14 @@ class StoreLogin(LoginInterface):
         await self._audit(
             AuditEvent.IMAP_MAILBOX_OPENED, caller.login, address, dict(caller.context)
         )
-        return StoreIdentity(self._ctx, self._config, caller, address)
+        grant = await asyncio.to_thread(self._grant_of, caller.account_id, address)
+        grounds = authenticated.grounds | ({grant} if grant is not None else set())
+        return StoreIdentity(self._ctx, self._config, caller, address, grounds)
+
+    def _grant_of(self, account_id: int, address: str) -> Credential | None:
+        """The delegation the session rests on when the mailbox is someone else's."""
+        with self._ctx.auth.db.session() as session:
+            return delegation_ground(session, account_id, address)
 
     async def _mailbox_for(self, caller: Caller, wanted: str) -> str:
         folders = self._ctx.folders

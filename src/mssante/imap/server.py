@@ -13,6 +13,10 @@
   §5.4: at least 30 minutes), a literal must arrive within ``imap.literal_timeout``, an IDLE
   lasts at most ``imap.idle_timeout`` (RFC 2177 §3: clients re-issue it every 29 minutes). The
   server then says BYE (RFC 9051 §7.1.5) and closes.
+- Revocation (docs/revocation.md): a logged-in session is registered with what it rests on;
+  when any of it is revoked the session ends with ``* BYE [EXPIRED]`` (``[NOPERM]`` for a
+  delegation, RFC 5530) — at once if the server is waiting for the client (between commands,
+  in IDLE), else before the next command.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pymap.context import connection_exit
 from pymap.exceptions import InvalidAuth, NotSupportedError
 from pymap.imap import IMAPConnection
 from pymap.imap.state import ConnectionState
+from pymap.interfaces.session import SessionInterface
 from pymap.parsing.command.nonauth import AuthenticateCommand, LoginCommand
 from pymap.parsing.command.select import CloseCommand, FetchCommand, IdleCommand
 from pymap.parsing.response import (
@@ -58,16 +63,16 @@ from pysasl.mechanism import ServerMechanism
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth import sasl
 from mssante.auth.certificates import presented_chain
+from mssante.auth.revocation import Ending, Grounds, Kind, OpenSession
 from mssante.auth.service import AuthProtocol
 from mssante.config import ImapSettings
 from mssante.imap import mechanisms
 from mssante.imap.backend import FetchPlan, StoreSession
-from mssante.imap.login import ImapContext, StoreLogin, peer_address
+from mssante.imap.login import GroundedLogin, ImapContext, StoreIdentity, StoreLogin, peer_address
 from mssante.imap.mechanisms import CertificateOffered, ProvenLogin, TokenOffered
 from mssante.logging import get_logger
 
 T = TypeVar("T")
-_EXPIRED = ResponseCode.of(b"EXPIRED")  # RFC 5530 §3
 _LITERAL = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?\n$")
 _LOGINDISABLED = b"LOGINDISABLED"
 _TAG = re.compile(rb"[A-Za-z0-9._-]{1,64}")  # the tags clients use; others get only the BYE
@@ -138,6 +143,17 @@ class Session(ConnectionState):
     def __init__(self, login: StoreLogin, config: ServerConfig, ctx: ImapContext) -> None:
         super().__init__(login, config)
         self._ctx = ctx
+        self.on_login: Callable[[Grounds], None] | None = None  # the connection registers
+
+    async def _login(self, creds: ServerCredentials) -> SessionInterface:
+        """pymap's login (0.36.7, pinned), then the session registered with what it rests on."""
+        stack = connection_exit.get()
+        authenticated = await self.login.authenticate(creds)
+        authorized = await self.login.authorize(authenticated, creds.authzid)
+        session = await stack.enter_async_context(authorized.new_session())
+        if isinstance(authorized, StoreIdentity) and self.on_login is not None:
+            self.on_login(authorized.grounds)
+        return session
 
     @property
     def logged_in(self) -> bool:
@@ -230,25 +246,33 @@ class Connection(IMAPConnection):
         self._state: Session | None = None
         self._said_bye = False
         self._reading = False  # waiting for the client (between commands, in IDLE)
-        self._token_watch: asyncio.Task[None] | None = None
-        self._token_ended = False  # the access token this session opened with no longer holds
+        self._registered: OpenSession | None = None
+        self._ending: Ending | None = None  # what the session rested on was revoked
 
     async def run(self, state: ConnectionState) -> None:
         self._state = state if isinstance(state, Session) else None
+        if self._state is not None:
+            self._state.on_login = self._rest_on
         await super().run(state)
+
+    def _rest_on(self, grounds: Grounds) -> None:
+        self._registered = self._ctx.auth.sessions.open(grounds, self._end, door="imap")
 
     def _command_timeout(self) -> float:
         logged_in = self._state is not None and self._state.logged_in
         return self._limits.command_timeout if logged_in else self._limits.login_timeout
 
     async def readline(self) -> memoryview:
-        if self._token_ended:
-            await self._end_token_session()
+        if self._ending is not None:
+            await self._end_session(self._ending)
         self._reading = True
         try:
-            return await self._read_command_line()
+            line = await self._read_command_line()
         finally:
             self._reading = False
+        if self._ending is not None:  # ended while this line arrived: it is never answered
+            await self._end_session(self._ending)
+        return line
 
     async def _read_command_line(self) -> memoryview:
         buf = bytearray(await self._line(self._command_timeout()))
@@ -298,8 +322,9 @@ class Connection(IMAPConnection):
             await self.write_response(ResponseContinuation(base64.b64encode(challenge)))
             await self.read_continuation(0)  # RFC 7628 §3.2.3: the client's dummy response
             raise InvalidAuth()
-        self._watch_token(login.token_id)
-        return ProvenLogin(login.account_id, login.login, "oidc", login.token_id)
+        return GroundedLogin(
+            login.account_id, login.login, "oidc", login.token_id, grounds=login.grounds
+        )
 
     async def _prove_certificate(self, offered: CertificateOffered) -> ProvenLogin:
         """SASL EXTERNAL: the TLS client certificate, checked and mapped to an account by the
@@ -315,36 +340,32 @@ class Connection(IMAPConnection):
             )
         if result is None:
             raise InvalidAuth()
-        return ProvenLogin(result.account_id, result.login, "certificate")
+        return GroundedLogin(result.account_id, result.login, "certificate", grounds=result.grounds)
 
-    def _watch_token(self, token_id: str) -> None:
-        """Ask the issuer now and then whether the token still holds (revoked: the session
-        ends, also in IDLE). docs/oidc.md, "Revocation"."""
-        if self._token_watch is None:
-            self._token_watch = asyncio.create_task(self._token_watcher(token_id))
+    async def _end(self, ending: Ending) -> None:
+        """Called by the registry when what the session rests on is revoked: end it now if the
+        server is waiting for the client (also in IDLE), else before the next command."""
+        self._ending = ending
+        if self._reading:
+            with contextlib.suppress(_Closing):
+                await self._end_session(ending)
 
-    async def _token_watcher(self, token_id: str) -> None:
-        bearer = self._ctx.bearer
-        assert bearer is not None
-        while True:
-            await asyncio.sleep(self._ctx.token_recheck)
-            if not await bearer.is_still_valid(token_id):
-                self._token_ended = True
-                if self._reading:  # waiting for the client: end it now, else before its next
-                    with contextlib.suppress(_Closing):
-                        await self._end_token_session()
-                return
-
-    async def _end_token_session(self) -> None:
-        """RFC 5530 EXPIRED: access is no longer permitted with the credentials used."""
-        await self._bye(b"Access token revoked or expired; log in again.", _EXPIRED)
-        await self._audit(AuditEvent.IMAP_SESSION_ENDED, {"reason": "token_ended"})
+    async def _end_session(self, ending: Ending) -> None:
+        """RFC 5530: EXPIRED (access no longer permitted with the credentials used), NOPERM
+        for a delegation that ended; then the connection closes (RFC 9051 §7.1.5)."""
+        if not self._said_bye:
+            await self._bye(ending.text.encode("ascii"), ResponseCode.of(ending.imap_code))
+            reason = "token_ended" if ending.credential.kind is Kind.OIDC_TOKEN else ending.reason
+            await self._audit(
+                AuditEvent.IMAP_SESSION_ENDED,
+                {"reason": reason, "credential": ending.credential.kind.value},
+            )
         self.writer.close()
         raise _Closing()
 
     def close(self) -> None:
-        if self._token_watch is not None:
-            self._token_watch.cancel()
+        if self._registered is not None:
+            self._registered.close()
         super().close()
 
     async def read_continuation(self, literal_length: int) -> memoryview:

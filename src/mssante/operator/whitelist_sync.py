@@ -6,12 +6,18 @@ signer's chain with the project's one verification function (purpose SIGNER, rev
 included), then let the keeper store it as the new last good list. Any failure keeps the
 previous list in force and is recorded in the audit log. Runs at start, then every
 ``whitelist.refresh_seconds``.
+
+The CRLs have their own clock (docs/revocation.md): every ``pki.crl_refresh_seconds`` (an hour
+by default) and at the earliest ``nextUpdate`` of those held, whether or not a whitelist is
+configured, so that a revoked peer or card is refused within that delay, not at the next
+whitelist refresh (a day).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -70,14 +76,50 @@ class WhitelistSync:
             self.ca_bundle(),
             self.settings.whitelist.max_bytes,
         )
-        self.crls.refresh()
+        await self.refresh_crls()
         outcome = await self.keeper.refresh_async(
             lambda: fetch_https(url, ca_file=ca_file, max_bytes=limit), source=url
         )
         self.log.info("whitelist refresh", status=outcome.status.value, reason=outcome.reason)
         return outcome
 
+    async def refresh_crls(self) -> None:
+        """Fetch the CRLs now (blocking I/O: in a worker thread)."""
+        await asyncio.to_thread(self.crls.refresh)
+
+    async def refresh_now(self) -> None:
+        """CRLs, then the whitelist if one is configured: what ``mssante operator
+        refresh-whitelist`` asks of running servers (through the revocation watcher)."""
+        await self.refresh_crls()
+        if self.settings.whitelist.url:
+            await self.refresh_once()
+
     async def run(self, stop: asyncio.Event) -> None:
+        """The whitelist and the CRLs, each on its own schedule, until ``stop`` is set."""
+        await asyncio.gather(self._run_whitelist(stop), self.run_crls(stop))
+
+    async def run_crls(self, stop: asyncio.Event) -> None:
+        """Every ``pki.crl_refresh_seconds`` and at the earliest nextUpdate held; at start too
+        unless the whitelist's own first refresh fetches them."""
+        if self.settings.whitelist.url and await _stopped(stop, self._crl_delay()):
+            return
+        while not stop.is_set():
+            try:
+                await self.refresh_crls()
+            except Exception as exc:
+                self.log.warning("crl refresh failed; keeping the last valid CRLs", error=str(exc))
+            if await _stopped(stop, self._crl_delay()):
+                return
+
+    def _crl_delay(self) -> float:
+        period = self.settings.pki.crl_refresh_seconds
+        due = self.crls.earliest_next_update()
+        if due is None:
+            return period
+        until = (due - datetime.now(UTC)).total_seconds()
+        return max(min(period, 60.0), min(period, until))  # a past nextUpdate: no busy loop
+
+    async def _run_whitelist(self, stop: asyncio.Event) -> None:
         """Refresh now, then on schedule, until ``stop`` is set. Never raises on a bad fetch."""
         while not stop.is_set():
             try:
@@ -90,3 +132,12 @@ class WhitelistSync:
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.whitelist.refresh_seconds)
             except TimeoutError:
                 continue
+
+
+async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds``; True if ``stop`` was set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -7,23 +7,25 @@ Every change is audited in the same transaction.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.audit.events import Actor, AuditEvent, AuditRecord
 from mssante.audit.log import append
 from mssante.auth.passwords import hash_password, password_problem, verify_password
+from mssante.auth.revocation import Credential as Ground
+from mssante.auth.revocation import revoke
 from mssante.directory.outbox import enqueue_publication
 from mssante.errors import MssanteError, NotFoundError
 from mssante.ops.mailstore import MailStore
+from mssante.ops.rights import Caller, Operation, authorize
 from mssante.pki.ids import parse_id_nat, parse_id_nat_struct
 from mssante.store.db import Database
 from mssante.store.models import (
-    AccessRight,
     Account,
     AccountKind,
     Credential,
@@ -39,12 +41,6 @@ from mssante.store.models import (
 
 class AccountError(MssanteError):
     """An account or mailbox change was refused."""
-
-
-@dataclass(frozen=True)
-class Actor:
-    name: str
-    context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,13 +100,19 @@ class Accounts:
         # an unknown login costs the same time as a wrong password (no timing oracle).
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
 
-    def create_person(self, new: NewPerson, actor: Actor) -> AccountView:
-        """A professional, their PER mailbox and their login, in one transaction."""
+    def create_person(
+        self, new: NewPerson, actor: Actor, *, domains: Collection[str] | None = None
+    ) -> AccountView:
+        """A professional, their PER mailbox and their login, in one transaction.
+
+        ``domains``: the operator's domains (``settings.operator.domains``); an address in any
+        other domain is refused, nothing stored. None only where no operator is configured
+        (tests building a database by hand)."""
         problem = password_problem(new.password)
         if problem:
             raise AccountError(problem)
         id_nat = parse_id_nat(new.id_nat)
-        address = _check_address(new.address)
+        address = check_served_domain(_check_address(new.address), domains)
         digest = hash_password(new.password)
         with self.db.session() as session:
             _refuse_taken(session, address)
@@ -131,10 +133,13 @@ class Accounts:
             _audit(session, AuditEvent.MAILBOX_CREATED, actor, address, {"type": "PER"})
             return AccountView(address, AccountKind.PERSON.value, str(id_nat), (address,))
 
-    def create_application(self, new: NewApplication, actor: Actor) -> AccountView:
-        """An application account and its APP mailbox, in one transaction."""
+    def create_application(
+        self, new: NewApplication, actor: Actor, *, domains: Collection[str] | None = None
+    ) -> AccountView:
+        """An application account and its APP mailbox, in one transaction (``domains``: as
+        for :meth:`create_person`)."""
         structure = str(parse_id_nat_struct(new.structure_id))
-        address = _check_address(new.address)
+        address = check_served_domain(_check_address(new.address), domains)
         with self.db.session() as session:
             _refuse_taken(session, address)
             account = Account(login=address, kind=AccountKind.APPLICATION)
@@ -187,6 +192,17 @@ class Accounts:
                 {"type": mailbox.type.value},
             )
 
+    def disable(self, login: str, actor: Actor) -> None:
+        """Disable an account: no new login, and every open session of it ends (IMAP,
+        submission, the webmail: docs/revocation.md), in one transaction with the audit."""
+        with self.db.session() as session:
+            account = _account(session, login)
+            if account is None:
+                raise NotFoundError(f"no account {login.strip().lower()}")
+            account.disabled = True
+            _audit(session, AuditEvent.ACCOUNT_DISABLED, actor, account.login, {})
+            revoke(session, Ground.account(account.id), "account_disabled", actor=actor.name)
+
     def authenticate(self, login: str, password: str) -> Account | None:
         """The account if ``password`` is its current password; None otherwise (no detail:
         the caller must not tell an unknown login from a wrong password)."""
@@ -205,29 +221,29 @@ class Accounts:
             return None
 
     def sendable_addresses(self, login: str) -> SendAs:
-        """Addresses this account may put in MAIL FROM and From: its open mailboxes, and those
-        it holds an active ``send`` grant on (checked now: an expired grant no longer counts)."""
+        """Addresses this account may put in MAIL FROM and From:, as the one authorization
+        rule says (:func:`mssante.ops.rights.authorize`, checked now: an expired or revoked
+        grant no longer counts): the mailboxes it sends as (its own open ones, ``own``), and
+        those it sends on behalf of (``send`` grants: ``Sender:`` must then be the account's
+        own address, RFC 5322 §3.6.2)."""
         with self.db.session() as session:
             account = _account(session, login)
             if account is None:
                 return SendAs.of(())
-            own = session.execute(
-                select(Mailbox.address).where(
-                    Mailbox.owner_account_id == account.id, Mailbox.closed_at.is_(None)
-                )
+            granted = select(MailboxAccess.mailbox_id).where(MailboxAccess.account_id == account.id)
+            boxes = session.execute(
+                select(Mailbox)
+                .options(selectinload(Mailbox.grants))
+                .where((Mailbox.owner_account_id == account.id) | Mailbox.id.in_(granted))
             ).scalars()
-            grants = session.execute(
-                select(MailboxAccess)
-                .join(Mailbox, Mailbox.id == MailboxAccess.mailbox_id)
-                .options(selectinload(MailboxAccess.mailbox))
-                .where(
-                    MailboxAccess.account_id == account.id,
-                    MailboxAccess.right == AccessRight.SEND,
-                    Mailbox.closed_at.is_(None),
-                )
-            ).scalars()
-            now = utcnow()
-            return SendAs.of(own, (g.mailbox.address for g in grants if g.active(now)))
+            caller, now = Caller.of(account), utcnow()
+            own, behalf = [], []
+            for box in boxes:
+                if authorize(caller, box, Operation.SEND_AS, now=now):
+                    own.append(box.address)
+                elif authorize(caller, box, Operation.SEND_ON_BEHALF, now=now):
+                    behalf.append(box.address)
+            return SendAs.of(own, behalf)
 
     def get(self, login: str) -> AccountView:
         with self.db.session() as session:
@@ -252,6 +268,25 @@ def _check_address(address: str) -> str:
 def check_address(address: str) -> str:
     """The address in lower case, if it looks like a mail address; else :class:`AccountError`."""
     return _check_address(address)
+
+
+def check_served_domain(address: str, domains: Collection[str] | None) -> str:
+    """``address`` (already checked, lower case) if its domain is one this operator serves;
+    else :class:`AccountError`. A mailbox outside our domains could never receive mail (peers
+    route its domain elsewhere) and would be published to the directory under another
+    operator's name. ``domains`` None: not checked (no operator configured)."""
+    if domains is None:
+        return address
+    served = {d.strip().lower().rstrip(".") for d in domains}
+    domain = address.rpartition("@")[2]
+    if domain not in served:
+        ours = ", ".join(sorted(served))
+        raise AccountError(
+            f"{address} : le domaine {domain} n'est pas servi par cet opérateur (domaines : "
+            f"{ours or 'aucun'}) / the domain {domain} is not served by this operator "
+            f"(domains: {ours or 'none'})"
+        )
+    return address
 
 
 def refuse_taken(session: Session, address: str) -> None:

@@ -2,15 +2,16 @@
 
 An ORG mailbox (a service's secretariat) has members; a professional delegates their PER
 mailbox to a secretary or a replacement, possibly until a date. Both are rows of
-``mailbox_access`` (right ``read`` or ``send``), which :func:`mssante.ops.folders.may_access`
-and :meth:`mssante.ops.accounts.Accounts.sendable_addresses` consult at each use. A grant is
+``mailbox_access`` (right ``read``, ``file`` or ``send``), which :mod:`mssante.ops.rights` (the
+one authorization rule) reads at each use, for the folder operations and for
+:meth:`mssante.ops.accounts.Accounts.sendable_addresses`. A grant is
 never deleted: revoking sets ``revoked_at``, so the access log keeps its history. Every change
 is audited in its transaction, with the person behind it as actor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,11 +19,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.audit.events import Actor, AuditEvent, AuditRecord
 from mssante.audit.log import append
+from mssante.auth.revocation import Credential as Ground
+from mssante.auth.revocation import revoke
 from mssante.directory.outbox import enqueue_publication
 from mssante.errors import NotFoundError
-from mssante.ops.accounts import AccountError, Actor, check_address, refuse_taken
+from mssante.ops.accounts import AccountError, check_address, check_served_domain, refuse_taken
 from mssante.ops.mailstore import MailStore
 from mssante.store.db import Database
 from mssante.store.models import (
@@ -42,6 +45,7 @@ ACCESS_LOG_EVENTS = (
     AuditEvent.MAILBOX_ACCESS_REVOKED,
     AuditEvent.DELEGATED_ACCESS,
     AuditEvent.DELEGATED_SEND,
+    AuditEvent.MAILBOX_REFUSED_OPERATION,
 )
 
 
@@ -72,9 +76,18 @@ class Delegations:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create_org(self, address: str, description: str, actor: Actor) -> str:
-        """An ORG mailbox with no owner account: its members are granted by the operator."""
-        address = check_address(address)
+    def create_org(
+        self,
+        address: str,
+        description: str,
+        actor: Actor,
+        *,
+        domains: Collection[str] | None = None,
+    ) -> str:
+        """An ORG mailbox with no owner account: its members are granted by the operator.
+        ``domains``: the operator's domains; an address elsewhere is refused, nothing stored
+        (see :func:`mssante.ops.accounts.check_served_domain`)."""
+        address = check_served_domain(check_address(address), domains)
         with self.db.session() as session:
             refuse_taken(session, address)
             mailbox = Mailbox(address=address, type=MailboxType.ORG, description=description)
@@ -145,6 +158,10 @@ class Delegations:
                 box.address,
                 {"from": account.login},
             )
+            # Its open sessions on the mailbox end (docs/revocation.md), and its submission
+            # sessions, which keep the addresses they may send as.
+            ground = Ground.delegation(account.id, box.id)
+            revoke(session, ground, "delegation_revoked", actor=actor.name)
             return ended
 
     def members(self, address: str) -> list[Member]:

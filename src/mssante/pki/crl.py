@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -143,6 +144,10 @@ class CrlCache:
         self._audit = audit
         self._log = get_logger("mssante.pki.crl")
         self._entries: dict[str, CrlEntry] = self._load_cached()
+        self._refreshing = threading.Lock()  # the CRL clock and a whitelist refresh may meet
+        # Moves whenever a refresh accepts a new CRL: whoever cached a verification (an inbound
+        # session, the revocation watcher) checks again (docs/revocation.md).
+        self.generation = 0
 
     @classmethod
     def from_settings(
@@ -180,11 +185,26 @@ class CrlCache:
         newest = max(matching, key=lambda e: (e.number, e.this_update))
         return CrlStatus(newest, stale=newest.next_update < at)
 
+    def is_listed(self, issuer_dn: str, serial: int) -> bool:
+        """Whether a CRL held of the issuer named ``issuer_dn`` (as :func:`dn_string` writes
+        it) lists ``serial``: an open session of that certificate must end."""
+        return any(
+            e.issuer == issuer_dn and e.crl.get_revoked_certificate_by_serial_number(serial)
+            for e in self._entries.values()
+        )
+
+    def earliest_next_update(self) -> datetime | None:
+        """When the first CRL held says a newer one will be out (RFC 5280 §5.1.2.5)."""
+        return min((e.next_update for e in self._entries.values()), default=None)
+
     # -- refreshing ----------------------------------------------------------------------------
     def refresh(self) -> list[CrlRefresh]:
         """Fetch every source once; returns what happened to each."""
-        now = datetime.now(UTC)
-        outcomes = [self._refresh_one(source, now) for source in self.sources]
+        with self._refreshing:
+            now = datetime.now(UTC)
+            outcomes = [self._refresh_one(source, now) for source in self.sources]
+            if any(o.status is RefreshStatus.UPDATED for o in outcomes):
+                self.generation += 1
         for outcome in outcomes:
             self._report(outcome)
         return outcomes

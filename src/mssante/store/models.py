@@ -78,8 +78,9 @@ class MailboxType(StrEnum):
 class AccessRight(StrEnum):
     """What a grant on a mailbox allows someone other than its owner (docs/delegation.md)."""
 
-    READ = "read"  # read and file the mailbox's mail
-    SEND = "send"  # read, and send as the mailbox (From: it, Sender: the delegate)
+    READ = "read"  # list, read, mark seen (RFC 4314 l r s): nothing else
+    FILE = "file"  # read, flag, delete and expunge, append, copy and move (l r s w t e i)
+    SEND = "send"  # file, and send on behalf of the mailbox (From: it, Sender: the delegate)
 
 
 class AccountKind(StrEnum):
@@ -595,6 +596,9 @@ class WebSession(Base):
     user_agent: Mapped[str] = mapped_column(String(300), default="")
     peer: Mapped[str] = mapped_column(String(64), default="")
     oidc_token_id: Mapped[str] = mapped_column(String(200), default="")  # jti, rechecked
+    # What the login rests on besides the account (auth/revocation.py Credential.token:
+    # "password:12", "certificate:SERIAL@ISSUER", "oidc_token:JTI"); its revocation deletes the row
+    rests_on: Mapped[str] = mapped_column(String(600), default="", index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     checked_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # token recheck
@@ -648,3 +652,22 @@ class MessageReceipt(Base):
     kind: Mapped[ReceiptKind] = mapped_column(_enum(ReceiptKind, "receipt_kind"))
     detail: Mapped[str] = mapped_column(String(1000), default="")
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+# --- Revocation (docs/revocation.md) ----------------------------------------------------------------
+
+
+class Revocation(Base):
+    """Something a session may rest on no longer holds (auth/revocation.py): written in the
+    transaction that revokes it; every process's watcher reads the rows after the last it saw
+    and ends its open sessions resting on it. Kind ``trust_refresh``: a request to refresh the
+    CRLs and the whitelist now."""
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # auth.revocation.Kind
+    account_id: Mapped[int | None] = mapped_column(Integer)  # informative: no foreign key
+    key: Mapped[str] = mapped_column(String(500), default="")  # Credential.key
+    reason: Mapped[str] = mapped_column(String(100), default="")
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -9,11 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.audit.events import Actor, AuditEvent, AuditRecord
 from mssante.auth.app_passwords import AppPasswordError
 from mssante.auth.service import AuthError, AuthProtocol
 from mssante.errors import NotFoundError
-from mssante.ops.accounts import Actor
 from mssante.web.context import PREFIX, Visit, WebContext, peer_of
 from mssante.web.login import changing, visit
 
@@ -52,7 +51,13 @@ def account_router(ctx: WebContext) -> APIRouter:
         if checked is None or checked.method.value == "app_password":
             return await _page(ctx, request, visit_, error="login.failed", status=401)
         try:
-            await asyncio.to_thread(ctx.auth.change_password, login, new, _actor(request, visit_))
+            await asyncio.to_thread(
+                ctx.auth.change_password,
+                login,
+                new,
+                _actor(request, visit_),
+                keep_web_session=visit_.session.token_hash,  # this session goes on
+            )
         except AuthError:
             return await _page(ctx, request, visit_, error="account.weak", status=400)
         for other in ctx.sessions.of_account(visit_.session.account_id):

@@ -17,9 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.audit.events import Actor, AuditEvent, AuditRecord
 from mssante.auth.service import AuthError, AuthMethod, AuthProtocol, Principal
-from mssante.ops.accounts import Actor
 from mssante.ops.folders import Caller
 from mssante.store.models import AccountKind
 from mssante.web.context import (

@@ -7,7 +7,12 @@ so a copy of the table opens no session. A session ends:
 - after ``web.idle_timeout`` without a request, or ``web.max_session_age`` in all;
 - on logout, or "log out everywhere" (every row of the account);
 - when the account is disabled or its mailbox closed (checked at every request);
-- when its OIDC token stops holding at the issuer (``oidc.recheck_seconds``, as for IMAP).
+- when what it rests on is revoked (docs/revocation.md): the row records it (``rests_on``:
+  the password, the card, the OIDC token of its login) and :func:`mssante.auth.revocation.revoke`
+  deletes the rows resting on what it revokes, in the revoking transaction; the revocation
+  watcher records a token revoked at the issuer or a card listed on a CRL the same way. The
+  server-sent-events stream of a session registers with the process's open sessions
+  (:func:`stream_lifetime`) and closes then.
 
 A login with a password alone makes a *pending* session: it reaches only the second-factor
 pages (code, or enrolment of a device) until a TOTP code upgrades it.
@@ -15,13 +20,17 @@ pages (code, or enrolment of a device) until a TOTP code upgrades it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
+from mssante.auth.revocation import Credential, Ending, Grounds, Kind, SessionRegistry, take_login
 from mssante.config import WebSettings
 from mssante.store.db import Database
 from mssante.store.models import Account, WebSession, utcnow
@@ -48,6 +57,18 @@ class SessionInfo:
     oidc_token_id: str
     user_agent: str
     peer: str
+    rests_on: str = ""  # Credential.token of what the login rests on besides the account
+
+    @property
+    def grounds(self) -> Grounds:
+        """What the session rests on (auth/revocation.py)."""
+        grounds = {Credential.account(self.account_id)}
+        rests = Credential.from_token(self.rests_on, self.account_id)
+        if rests is not None:
+            grounds.add(rests)
+        if self.oidc_token_id:
+            grounds.add(Credential.oidc_token(self.account_id, self.oidc_token_id))
+        return frozenset(grounds)
 
 
 def token_hash(token: str) -> str:
@@ -74,10 +95,15 @@ class WebSessions:
         peer: str,
         language: str = "",
         oidc_token_id: str = "",
+        rests_on: str | None = None,
     ) -> str:
-        """A new session; its token, for the cookie (never stored)."""
+        """A new session; its token, for the cookie (never stored). ``rests_on``: what the
+        login rests on (a :class:`Credential` token); by default what the login layer noted
+        for the login just checked in this task (:func:`take_login`)."""
         token = secrets.token_urlsafe(32)
         now = utcnow()
+        if rests_on is None:
+            rests_on = _noted_ground(account_id)
         with self.db.session() as session:
             session.add(
                 WebSession(
@@ -91,6 +117,7 @@ class WebSessions:
                     user_agent=user_agent[:300],
                     peer=peer[:64],
                     oidc_token_id=oidc_token_id,
+                    rests_on=rests_on[:600],
                     created_at=now,
                     last_seen_at=now,
                     checked_at=now,
@@ -206,4 +233,34 @@ def _info(web: WebSession, login: str) -> SessionInfo:
         oidc_token_id=web.oidc_token_id,
         user_agent=web.user_agent,
         peer=web.peer,
+        rests_on=web.rests_on,
     )
+
+
+def _noted_ground(account_id: int) -> str:
+    """The token of what the login just checked in this task rests on, besides its account."""
+    note = take_login()
+    if note is None or note.account_id != account_id:
+        return ""
+    others = sorted(c.token for c in note.grounds if c.kind is not Kind.ACCOUNT)
+    return others[0] if others else ""
+
+
+@contextmanager
+def stream_lifetime(
+    registry: SessionRegistry, session: SessionInfo, wake: Callable[[], None]
+) -> Iterator[asyncio.Event]:
+    """Register a long-lived response of ``session`` (the server-sent events) with the
+    process's open sessions; the event returned is set, and ``wake`` called, when what the
+    session rests on is revoked: the stream should then end."""
+    ended = asyncio.Event()
+
+    async def end(_ending: Ending) -> None:
+        ended.set()
+        wake()
+
+    registered = registry.open(session.grounds, end, door="web")
+    try:
+        yield ended
+    finally:
+        registered.close()
