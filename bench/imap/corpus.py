@@ -4,7 +4,7 @@
 for a given seed: nine in ten are plain text of 2-20 KB (UTF-8, French words), one in ten is
 multipart/mixed with a base64 attachment of 100-300 KB (encoded). Each message begins with
 the two trace headers mssante's inbound SMTP prepends (``Received``, ``X-MSSante-Trace``, built
-by ``mssante.smtp.trace``, as if operator A had relayed it over mutual TLS), so that what is
+by ``mssante.mail.trace``, as if operator A had relayed it over mutual TLS), so that what is
 loaded is byte for byte what an SMTP delivery would have stored; Dovecot gets the same bytes
 (with LF line ends in its Maildir, as its LDA writes them; on the wire it sends CRLF, so both
 servers send the same number of bytes).
@@ -21,8 +21,8 @@ from email.header import Header
 from email.utils import format_datetime
 
 from mssante.demo import OPERATORS
+from mssante.mail.trace import TraceFacts, mssante_trace_header, received_header
 from mssante.pki.names import departement_label
-from mssante.smtp.trace import TraceFacts, mssante_trace_header, received_header
 
 SEED = 20261125
 ATTACHMENT_SHARE = 10  # one message in ten carries an attachment

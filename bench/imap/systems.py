@@ -181,7 +181,8 @@ class MssanteServer:
 
     def build(self, users: dict[str, str]) -> None:
         from mssante import demo  # noqa: PLC0415
-        from mssante.ops.accounts import Accounts, Actor, NewPerson  # noqa: PLC0415
+        from mssante.audit.events import Actor  # noqa: PLC0415
+        from mssante.ops.accounts import Accounts, NewPerson  # noqa: PLC0415
         from mssante.pki.ids import luhn_key  # noqa: PLC0415
 
         self.layout = demo.DemoLayout(root=self.workdir, base_port=free_port_block(40))

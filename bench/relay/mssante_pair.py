@@ -115,8 +115,9 @@ class MssantePair:
         return db
 
     def _add_mailboxes(self, mailboxes: Sequence[str]) -> None:
+        from mssante.audit.events import Actor  # noqa: PLC0415
         from mssante.config import load_settings  # noqa: PLC0415
-        from mssante.ops.accounts import Accounts, Actor, NewPerson  # noqa: PLC0415
+        from mssante.ops.accounts import Accounts, NewPerson  # noqa: PLC0415
         from mssante.pki.ids import luhn_key  # noqa: PLC0415
         from mssante.runtime import open_node  # noqa: PLC0415
 

@@ -69,13 +69,14 @@ from rich.progress import (  # noqa: E402
 )
 
 from imap_fixtures import DN, DOMAIN, HOST, STRUCT, Trust, operator_settings  # noqa: E402
+from mssante.audit.events import Actor  # noqa: E402
 from mssante.authority.publish import Signer  # noqa: E402
 from mssante.config import LogSettings, Settings  # noqa: E402
 from mssante.directory.importer import import_extraction  # noqa: E402
 from mssante.directory.synth import write_synthetic  # noqa: E402
 from mssante.logging import configure as configure_logging  # noqa: E402
 from mssante.operator.runtime import OperatorRuntime, build_runtime, run_operator  # noqa: E402
-from mssante.ops.accounts import Actor, NewPerson  # noqa: E402
+from mssante.ops.accounts import NewPerson  # noqa: E402
 from mssante.ops.mailstore import Headers  # noqa: E402
 from mssante.pki import TestPki  # noqa: E402
 from mssante.pki.loading import load_certificate  # noqa: E402

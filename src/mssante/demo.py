@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mssante.audit.events import Actor as AccountActor
 from mssante.authority.publish import LIST_NAME, Signer
 from mssante.authority.registry import Actor, DomainSpec, OperatorSpec
 from mssante.authority.service import AuthorityService
@@ -29,7 +30,6 @@ from mssante.config import Settings, load_settings, toml_value
 from mssante.errors import MssanteError
 from mssante.oidc.models import digest
 from mssante.ops.accounts import Accounts, NewPerson
-from mssante.ops.accounts import Actor as AccountActor
 from mssante.pki.ca import TestPki
 from mssante.pki.ids import luhn_key
 from mssante.pki.names import departement_label
@@ -382,6 +382,7 @@ def _create_accounts(config: Path, op: DemoOperator) -> list[dict[str, str]]:
                     profession_label="Médecin",
                 ),
                 AccountActor("demo", {"via": "mssante demo"}),
+                domains=[op.domain],
             )
             created.append(
                 {

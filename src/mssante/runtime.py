@@ -25,14 +25,17 @@ class Node:
         self.db.dispose()
 
 
-def open_node(settings: Settings, *, migrate: bool = True) -> Node:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+def open_node(settings: Settings, *, migrate: bool = True, create_if_missing: bool = True) -> Node:
+    """The node of ``settings``. ``create_if_missing`` false: a SQLite database that does not
+    exist is refused (:func:`open_database`), before anything is created on disk."""
     db = open_database(
         settings.database_url(),
         schema=settings.database.schema_name,
         echo=settings.database.echo,
         migrate=migrate,
+        create_if_missing=create_if_missing,
     )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     return Node(
         settings=settings,
         db=db,

@@ -25,11 +25,12 @@ from publication_helpers import (
 )
 from sqlalchemy import select
 
+from mssante.audit.events import Actor
 from mssante.audit.log import iter_entries
 from mssante.config import Settings
 from mssante.directory.outbox import Settlement, claim_due, outbox_rows, settle
 from mssante.operator.publisher import DirectoryPublisher, Verdict, judge
-from mssante.ops.accounts import AccountError, Accounts, Actor, NewPerson
+from mssante.ops.accounts import AccountError, Accounts, NewPerson
 from mssante.ops.delegation import Delegations
 from mssante.pki.ids import luhn_key
 from mssante.runtime import Node, open_node

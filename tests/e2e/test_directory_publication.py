@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 
 from mssante import demo
+from mssante.audit.events import Actor
 from mssante.config import load_settings
-from mssante.ops.accounts import Accounts, Actor
+from mssante.ops.accounts import Accounts
 from mssante.runtime import open_node
 from support import run_mssante
 

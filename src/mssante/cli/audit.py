@@ -12,10 +12,9 @@ from mssante.cli.common import (
     config_option,
     friendly_errors,
     json_option,
+    node_from,
     print_json,
-    settings_from,
 )
-from mssante.runtime import open_node
 
 
 @click.group(name="audit")
@@ -29,7 +28,7 @@ def group() -> None:
 @friendly_errors
 def verify(config_path: Path | None, as_json: bool) -> None:
     """Check that no entry was altered or removed; name each one that was. Exit 1 if any."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     report = verify_chain(node.db)
     node.close()
     if as_json:
@@ -57,7 +56,7 @@ def verify(config_path: Path | None, as_json: bool) -> None:
 @friendly_errors
 def list_(config_path: Path | None, as_json: bool, since: int, events: tuple[str, ...]) -> None:
     """List audit entries, oldest first."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     rows = [e for e in iter_entries(node.db, since_seq=since) if not events or e.event in events]
     node.close()
     if as_json:

@@ -15,10 +15,11 @@ from mssante.cli.common import (
     config_option,
     friendly_errors,
     json_option,
+    node_from,
     print_json,
     settings_from,
 )
-from mssante.runtime import Node, open_node
+from mssante.runtime import Node
 
 
 @click.group(name="authority")
@@ -27,9 +28,8 @@ def group() -> None:
 
 
 def _service(config_path: Path | None) -> AuthorityService:
-    settings = settings_from(config_path)
-    node = open_node(settings)
-    return AuthorityService(node, Signer.from_settings(settings.authority))
+    node = node_from(config_path)
+    return AuthorityService(node, Signer.from_settings(node.settings.authority))
 
 
 def _cli_actor() -> Actor:
@@ -132,7 +132,7 @@ def operator_remove(config_path: Path | None, name: str) -> None:
 @friendly_errors
 def operator_list(config_path: Path | None, as_json: bool) -> None:
     """List registered operators with their domains and certificate DNs."""
-    node: Node = open_node(settings_from(config_path))
+    node: Node = node_from(config_path)
     from mssante.authority.registry import Registry  # noqa: PLC0415
 
     views = Registry(node.db).operators()

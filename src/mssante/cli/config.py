@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from mssante.cli.common import config_option, friendly_errors, json_option, print_json
+from mssante.cli.common import (
+    config_option,
+    config_path_from,
+    friendly_errors,
+    json_option,
+    print_json,
+)
 from mssante.config import load_settings, sample_toml
 
 
@@ -27,7 +33,7 @@ def sample() -> None:
 @friendly_errors
 def show(config_path: Path | None, as_json: bool) -> None:
     """Check a configuration and print it as it will be used (file, then environment)."""
-    settings = load_settings(config_path)
+    settings = load_settings(config_path_from(config_path))
     data = settings.model_dump(mode="json")
     if as_json:
         print_json(data)

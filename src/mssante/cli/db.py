@@ -20,8 +20,11 @@ def group() -> None:
 @config_option
 @friendly_errors
 def upgrade(config_path: Path | None) -> None:
-    """Create the schema or bring it to the newest version (safe to run again)."""
+    """Create the database and its schema, or bring it to the newest version (safe to run
+    again). With `serve` and `directory import`, the only verbs that create a database."""
     settings = settings_from(config_path)
-    db = open_database(settings.database_url(), schema=settings.database.schema_name)
+    db = open_database(
+        settings.database_url(), schema=settings.database.schema_name, create_if_missing=True
+    )
     click.echo(f"schema at revision {current(db)}")
     db.dispose()

@@ -21,10 +21,9 @@ from mssante.cli.common import (
     config_option,
     friendly_errors,
     json_option,
+    node_from,
     print_json,
-    settings_from,
 )
-from mssante.runtime import open_node
 
 _STAGES = {
     "stage": "lecture / reading",
@@ -84,8 +83,8 @@ def import_(config_path: Path | None, as_json: bool, file: Path) -> None:
     """
     from mssante.directory.importer import import_extraction  # noqa: PLC0415
 
-    settings = settings_from(config_path)
-    node = open_node(settings)
+    node = node_from(config_path, creates=True)  # a first import fills a new node
+    settings = node.settings
     try:
         with _progress(Console(stderr=True)) as progress:
             bar = _Bar(progress, file.stat().st_size)
@@ -110,7 +109,7 @@ def export(config_path: Path | None, as_json: bool, file: Path) -> None:
     """Exporter l'annuaire / export the directory in the extraction's format (liste rouge left out)."""
     from mssante.directory.export import export_extraction  # noqa: PLC0415
 
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         summary = export_extraction(node.db, file, actor=_actor())
     finally:
@@ -131,8 +130,8 @@ def search(config_path: Path | None, as_json: bool, limit: int | None, text: str
     """Chercher / search: names, addresses, structures; each word a prefix, accents ignored."""
     from mssante.directory.search import DirectorySearch  # noqa: PLC0415
 
-    settings = settings_from(config_path)
-    node = open_node(settings)
+    node = node_from(config_path)
+    settings = node.settings
     try:
         results = DirectorySearch(node.db, settings.directory).search(text, limit)
     finally:
@@ -179,8 +178,7 @@ def fetch(config_path: Path | None, as_json: bool) -> None:
     """Opérateur : copie locale / operator: download the authority's extraction and import it."""
     from mssante.directory.fetch import fetch_and_import  # noqa: PLC0415
 
-    settings = settings_from(config_path)
-    node = open_node(settings)
+    node = node_from(config_path)
     try:
         with _progress(Console(stderr=True)) as progress:
             bar = _Bar(progress, 0)

@@ -11,12 +11,11 @@ from mssante.cli.common import (
     config_option,
     friendly_errors,
     json_option,
+    node_from,
     print_json,
-    settings_from,
 )
+from mssante.mail.trace import parse_trace
 from mssante.ops.mailstore import MailStore
-from mssante.runtime import open_node
-from mssante.smtp.trace import parse_trace
 
 
 @click.group(name="mail")
@@ -33,7 +32,7 @@ def group() -> None:
 @friendly_errors
 def list_(config_path: Path | None, as_json: bool, address: str, folder: str, limit: int) -> None:
     """List a mailbox's messages, newest first: UID, date, sender, subject, and how they came."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         store = MailStore(node.db, node.blobs)
         rows = [
@@ -67,7 +66,7 @@ def list_(config_path: Path | None, as_json: bool, address: str, folder: str, li
 @friendly_errors
 def show(config_path: Path | None, address: str, uid: int, folder: str) -> None:
     """Print one message as stored (headers and body)."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         store = MailStore(node.db, node.blobs)
         found = [

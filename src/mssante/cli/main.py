@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -22,19 +23,31 @@ from mssante.cli import operator as operator_cli
 from mssante.cli import patient as patient_cli
 from mssante.cli import pki as pki_cli
 from mssante.cli import publication as publication_cli
+from mssante.cli import queue as queue_cli
 from mssante.cli import send as send_cli
 from mssante.cli import serve as serve_cli
 from mssante.cli import trust as trust_cli
+from mssante.cli.common import CONFIG_ENV, CliState
 from mssante.errors import MssanteError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mssante")
-def cli() -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=CONFIG_ENV,
+    help="Configuration file (TOML) for the verb that follows; a --config after the verb wins. "
+    "Also from $MSSANTE_CONFIG.",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
     """mssante: messagerie sécurisée de santé (MSSanté), opérateur et autorité.
 
     An MSSanté operator and trust-space authority. Every verb has --help.
     """
+    ctx.obj = CliState(config_path=config_path)
 
 
 for group in (
@@ -52,6 +65,7 @@ for group in (
     oidc_cli.group,
     directory_cli.group,
     patient_cli.group,
+    queue_cli.group,
 ):
     cli.add_command(group)
 directory_cli.group.add_command(publication_cli.outbox)  # docs/publication.md

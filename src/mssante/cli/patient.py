@@ -9,11 +9,10 @@ from typing import Any
 
 import click
 
-from mssante.cli.common import config_option, friendly_errors, settings_from
+from mssante.audit.events import Actor
+from mssante.cli.common import config_option, friendly_errors, node_from
 from mssante.mail.patient import InsKind
-from mssante.ops.accounts import Actor
 from mssante.ops.patients import Oppositions
-from mssante.runtime import open_node
 
 _KIND = click.Choice([k.name for k in InsKind])
 
@@ -29,7 +28,7 @@ def opposition_group() -> None:
 
 
 def _run(config_path: Path | None, work: Callable[[Oppositions], Any]) -> Any:
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         return work(Oppositions(node.db))
     finally:

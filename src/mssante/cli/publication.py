@@ -11,11 +11,10 @@ from mssante.cli.common import (
     config_option,
     friendly_errors,
     json_option,
+    node_from,
     print_json,
-    settings_from,
 )
 from mssante.directory.outbox import OutboxRow, outbox_counts, outbox_rows
-from mssante.runtime import open_node
 
 
 @click.command(name="outbox")
@@ -27,7 +26,7 @@ from mssante.runtime import open_node
 def outbox(config_path: Path | None, as_json: bool, include_sent: bool, limit: int) -> None:
     """Publications en attente ou refusées / mailbox changes pending or refused by the
     authority (oldest first)."""
-    node = open_node(settings_from(config_path))
+    node = node_from(config_path)
     try:
         rows = outbox_rows(node.db, include_sent=include_sent, limit=limit)
         counts = outbox_counts(node.db)

@@ -65,7 +65,7 @@ def check(
     keeper last accepted, in the whitelist cache folder of the configuration; it is read as
     stored (its signature was verified when it was accepted).
     """
-    if list_file is not None and _given_on_command_line("config_path"):
+    if list_file is not None and _config_on_command_line():
         raise click.UsageError("give --list or --config, not both")
     whitelist = _load_for_check(list_file, config_path)
     decision = whitelist.is_trusted(domain, dn) if dn is not None else whitelist.is_listed(domain)
@@ -88,9 +88,14 @@ def check(
     sys.exit(0 if decision.trusted else 1)
 
 
-def _given_on_command_line(parameter: str) -> bool:
-    source = click.get_current_context().get_parameter_source(parameter)
-    return source is click.core.ParameterSource.COMMANDLINE
+def _config_on_command_line() -> bool:
+    """--config written on the command line, after the verb or before it (not from the
+    environment)."""
+    ctx = click.get_current_context()
+    return any(
+        c.get_parameter_source("config_path") is click.core.ParameterSource.COMMANDLINE
+        for c in (ctx, ctx.find_root())
+    )
 
 
 def _load_for_check(list_file: Path | None, config_path: Path | None) -> Whitelist:

@@ -95,9 +95,32 @@ def _postgres_engine(url: str, *, schema: str, echo: bool) -> Engine:
 
 
 def open_database(
-    url: str, *, schema: str = "", echo: bool = False, migrate: bool = True
+    url: str,
+    *,
+    schema: str = "",
+    echo: bool = False,
+    migrate: bool = True,
+    create_if_missing: bool = True,
 ) -> Database:
+    """The database at ``url``, its schema brought up to date when ``migrate``. With
+    ``create_if_missing`` false, a SQLite file that does not exist yet is refused instead of
+    created (verbs that only read or change a node's data; docs/configuration.md)."""
+    if not create_if_missing:
+        _refuse_missing_sqlite(url)
     db = Database(url, schema=schema, echo=echo)
     if migrate:
         db.migrate()
     return db
+
+
+def _refuse_missing_sqlite(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return  # a PostgreSQL database is created by its administrator, never by us
+    database = parsed.database
+    if database and database != ":memory:" and not Path(database).exists():
+        raise ConfigError(
+            f"base de données introuvable : {database} ; « mssante db upgrade --config FICHIER » "
+            f"la crée / database not found: {database}; 'mssante db upgrade --config FILE' "
+            "creates it"
+        )
