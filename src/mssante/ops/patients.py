@@ -15,11 +15,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mssante.audit.events import AuditEvent, AuditRecord
+from mssante.audit.events import Actor, AuditEvent, AuditRecord
 from mssante.audit.log import append
 from mssante.errors import MssanteError
 from mssante.mail.patient import Ins, InsKind
-from mssante.ops.accounts import Actor
 from mssante.store.db import Database
 from mssante.store.models import PatientOpposition, utcnow
 
