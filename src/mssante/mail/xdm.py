@@ -70,7 +70,11 @@ def _zip_parts(message: Message) -> Iterator[bytes]:
             if depth < MAX_DEPTH:
                 children = part.get_payload()
                 if isinstance(children, list):
-                    stack.extend((child, depth + 1) for child in reversed(children))
+                    stack.extend(
+                        (child, depth + 1)
+                        for child in reversed(children)
+                        if isinstance(child, Message)
+                    )
             continue
         if _looks_like_zip(part):
             payload = part.get_payload(decode=True)

@@ -38,7 +38,16 @@ from sqlalchemy.orm import Session
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
 from mssante.errors import MssanteError, NotFoundError
-from mssante.queue.store import Claim, QueuedMessage, Reply, Settled, domain_of
+from mssante.queue.store import (
+    Claim,
+    QueuedMessage,
+    RecipientState,
+    Reply,
+    Settled,
+    domain_of,
+    queued_message,
+    recipient_state,
+)
 from mssante.store.db import Database
 from mssante.store.models import QueueMessage, QueueRecipient, QueueStatus
 
@@ -64,20 +73,8 @@ class QueueAdminError(MssanteError):
 
 
 @dataclass(frozen=True)
-class RecipientView:
-    id: int
-    message_pk: int
-    address: str
-    domain: str
-    status: QueueStatus
-    attempts: int
-    next_attempt_at: datetime | None
-    last_code: int | None
-    last_reply: str
-    remote_mta: str
-    delay_notified: bool
-    claimed_by: str
-    updated_at: datetime
+class RecipientView(RecipientState):
+    """A recipient as the operator's tools show it."""
 
     @property
     def dropped(self) -> bool:
@@ -334,7 +331,7 @@ def _selected(session: Session, selection: Selection) -> list[_Target]:
         address = selection.recipient.strip().lower()
         query = query.where(func.lower(QueueRecipient.address) == address)
     rows = session.execute(query.order_by(QueueRecipient.id)).all()
-    targets = [_Target(_recipient_view(r), _queued(m)) for r, m in rows]
+    targets = [_Target(_recipient_view(r), queued_message(m)) for r, m in rows]
     if not targets:
         raise QueueAdminError(_no_match(selection))
     return targets
@@ -522,33 +519,7 @@ def _record(
 
 
 def _recipient_view(row: QueueRecipient) -> RecipientView:
-    return RecipientView(
-        id=row.id,
-        message_pk=row.message_pk,
-        address=row.address,
-        domain=row.domain,
-        status=row.status,
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        last_code=row.last_code,
-        last_reply=row.last_reply,
-        remote_mta=row.remote_mta,
-        delay_notified=row.delay_notified,
-        claimed_by=row.claimed_by,
-        updated_at=row.updated_at,
-    )
-
-
-def _queued(message: QueueMessage) -> QueuedMessage:
-    return QueuedMessage(
-        id=message.id,
-        blob_sha256=message.blob_sha256,
-        size=message.size,
-        sender=message.sender,
-        account=message.account,
-        message_id=message.message_id,
-        created_at=message.created_at,
-    )
+    return recipient_state(row, RecipientView)
 
 
 def _message_view(message: QueueMessage, recipients: Sequence[RecipientView]) -> MessageView:

@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -36,6 +36,7 @@ from mssante.ops.refusals import Refusal
 from mssante.store.db import Database
 from mssante.store.models import QueueMessage, QueueRecipient, QueueStatus
 
+S = TypeVar("S", bound="RecipientState")
 PENDING = (QueueStatus.QUEUED, QueueStatus.DEFERRED)
 FINAL = (QueueStatus.DELIVERED, QueueStatus.FAILED)
 
@@ -138,6 +139,7 @@ class RecipientState:
     id: int
     message_pk: int
     address: str
+    domain: str
     status: QueueStatus
     attempts: int
     next_attempt_at: datetime | None
@@ -146,6 +148,7 @@ class RecipientState:
     remote_mta: str
     delay_notified: bool
     claimed_by: str
+    updated_at: datetime
 
 
 # -- enqueueing --------------------------------------------------------------------------------
@@ -324,15 +327,19 @@ def _claim(recipient: QueueRecipient, message: QueueMessage) -> Claim:
         domain=recipient.domain,
         attempts=recipient.attempts,
         delay_notified=recipient.delay_notified,
-        message=QueuedMessage(
-            id=message.id,
-            blob_sha256=message.blob_sha256,
-            size=message.size,
-            sender=message.sender,
-            account=message.account,
-            message_id=message.message_id,
-            created_at=message.created_at,
-        ),
+        message=queued_message(message),
+    )
+
+
+def queued_message(message: QueueMessage) -> QueuedMessage:
+    return QueuedMessage(
+        id=message.id,
+        blob_sha256=message.blob_sha256,
+        size=message.size,
+        sender=message.sender,
+        account=message.account,
+        message_id=message.message_id,
+        created_at=message.created_at,
     )
 
 
@@ -508,14 +515,16 @@ def recipients_of(db: Database, message_pk: int) -> list[RecipientState]:
             .where(QueueRecipient.message_pk == message_pk)
             .order_by(QueueRecipient.id)
         ).scalars()
-        return [_state(row) for row in rows]
+        return [recipient_state(row, RecipientState) for row in rows]
 
 
-def _state(row: QueueRecipient) -> RecipientState:
-    return RecipientState(
+def recipient_state(row: QueueRecipient, kind: type[S]) -> S:
+    """``row`` as a :class:`RecipientState` (or a subclass that adds only properties)."""
+    return kind(
         id=row.id,
         message_pk=row.message_pk,
         address=row.address,
+        domain=row.domain,
         status=row.status,
         attempts=row.attempts,
         next_attempt_at=row.next_attempt_at,
@@ -524,6 +533,7 @@ def _state(row: QueueRecipient) -> RecipientState:
         remote_mta=row.remote_mta,
         delay_notified=row.delay_notified,
         claimed_by=row.claimed_by,
+        updated_at=row.updated_at,
     )
 
 
