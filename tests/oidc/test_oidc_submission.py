@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from oidc_helpers import DUBOIS, MARTIN, World, password_form
 
+from mssante.auth.revocation import RevocationWatcher
 from mssante.auth.sasl import build_oauthbearer, build_xoauth2
 from mssante.operator.runtime import build_runtime, submission_parts
 from mssante.smtp.submission import make_submission_protocol
@@ -31,9 +32,16 @@ class Ports:
 
 
 @contextlib.asynccontextmanager
-async def running_submission(world: World, *, bearer: bool = True) -> AsyncIterator[Ports]:
-    """The submission listeners of an operator whose accounts the provider knows."""
-    rt = build_runtime(world.settings)
+async def running_submission(
+    world: World, *, bearer: bool = True, recheck: float | None = None
+) -> AsyncIterator[Ports]:
+    """The submission listeners of an operator whose accounts the provider knows; with
+    ``recheck``, its revocation watcher asks the issuer that often about open sessions."""
+    settings = world.settings
+    if recheck is not None:
+        oidc = settings.oidc.model_copy(update={"recheck_seconds": recheck})
+        settings = settings.model_copy(update={"oidc": oidc})
+    rt = build_runtime(settings)
     ctx = dataclasses.replace(submission_parts(rt), bearer=rt.bearer if bearer else None)
     tls = submission_context(world.settings)
     base = free_port_block(2)
@@ -49,9 +57,15 @@ async def running_submission(world: World, *, bearer: bool = True) -> AsyncItera
             ssl=tls,
         ),
     ]
+    watcher = RevocationWatcher.from_settings(
+        settings, rt.node.db, rt.auth.sessions, bearer=rt.bearer
+    )
+    watching = asyncio.create_task(watcher.run(asyncio.Event()))
     try:
         yield Ports(base, base + 1)
     finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
         for server in servers:
             server.close()
             await server.wait_closed()
@@ -172,6 +186,45 @@ async def test_xoauth2_with_a_revoked_token_is_refused(world: World) -> None:
     assert [e for e in world.events() if e.event == "auth.login_failed"][-1].context[
         "reason"
     ] == "inactive"
+
+
+async def test_a_token_revoked_at_the_provider_ends_the_open_session(world: World) -> None:
+    """Issue 11, one revocation path: a submission session opened with a token ends (421, the
+    connection closed) within 5 s once the token is revoked at the provider."""
+    client = world.client()
+    tokens = await client.tokens(password_form())
+    token = tokens["access_token"]
+
+    async with running_submission(world, recheck=0.3) as ports:
+        smtp = await asyncio.to_thread(_connect, world, ports, False)
+        try:
+            await asyncio.to_thread(smtp.ehlo, "client.test")
+            reply = await asyncio.to_thread(
+                smtp.auth, "XOAUTH2", lambda _=None: build_xoauth2(MARTIN, token).decode()
+            )
+            assert reply[0] == 235
+            assert (await asyncio.to_thread(smtp.noop))[0] == 250  # the token holds: open
+            revoked = await client.revoke(tokens["refresh_token"], "refresh_token")
+            assert revoked.status_code == 200
+            ended = await _ended_within(smtp, 5.0)
+        finally:
+            with contextlib.suppress(Exception):
+                smtp.close()
+    assert ended, "the session was still answering 5 s after the revocation"
+
+
+async def _ended_within(smtp: smtplib.SMTP, bound: float) -> bool:
+    """NOOP until the server says 421 or closes the connection, for at most ``bound`` s."""
+    deadline = asyncio.get_running_loop().time() + bound
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            code, _ = await asyncio.to_thread(smtp.noop)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            return True
+        if code == 421:
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def test_malformed_xoauth2_is_a_syntax_error(world: World) -> None:
