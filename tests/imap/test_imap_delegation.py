@@ -164,6 +164,8 @@ def _read_only_delegate_tries_everything(op: Operator) -> dict[str, object]:
                 seen[name] = str(exc)
         seen["body"] = delegate.fetch([1], ["BODY[]"])[1][b"BODY[]"]
         seen["delegate_flags"] = delegate.get_flags([1])[1]
+        # RFC 4314 §4: CLOSE without the delete right closes and expunges nothing.
+        seen["close"] = delegate.close_folder()
     finally:
         delegate.shutdown()
     fetched = owner.fetch([1, 2], ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
@@ -193,6 +195,7 @@ async def test_a_read_only_delegate_cannot_delete_flag_or_file(operator: Operato
         assert "NOPERM" in str(seen[refused]), (refused, seen[refused])
     assert bytes(seen["body"]).startswith(b"From: ")  # type: ignore[arg-type]
     assert seen["delegate_flags"] == (b"\\Seen",)  # BODY[] set \Seen: `s` allows it
+    assert b"completed" in seen["close"]  # type: ignore[operator]
     assert seen["owner"] == [
         (b"Subject: Premier", [b"\\Seen"]),
         (b"Subject: Second", [b"\\Deleted"]),

@@ -39,7 +39,7 @@ from proxyprotocol.version import ProxyProtocolVersion
 from pymap.concurrent import Subsystem
 from pymap.config import BackendCapability, IMAPConfig
 from pymap.context import connection_exit
-from pymap.exceptions import InvalidAuth, NotSupportedError
+from pymap.exceptions import InvalidAuth, NotAllowedError, NotSupportedError
 from pymap.imap import IMAPConnection
 from pymap.imap.state import ConnectionState
 from pymap.interfaces.session import SessionInterface
@@ -194,7 +194,11 @@ class Session(ConnectionState):
         if self.selected.readonly:  # CLOSE after EXAMINE expunges nothing (RFC 9051 §6.4.1)
             self._selected = None
             return ResponseOk(cmd.tag, cmd.command + b" completed."), None
-        return await super().do_close(cmd)
+        try:
+            return await super().do_close(cmd)
+        except NotAllowedError:  # no delete right: RFC 4314 §4, CLOSE then expunges nothing
+            self._selected = None
+            return ResponseOk(cmd.tag, cmd.command + b" completed."), None
 
     async def _refuse_cleartext(self, command: str) -> None:
         peer = peer_address()
