@@ -358,12 +358,13 @@ class Connection(IMAPConnection):
         """RFC 5530: EXPIRED (access no longer permitted with the credentials used), NOPERM
         for a delegation that ended; then the connection closes (RFC 9051 §7.1.5)."""
         if not self._said_bye:
-            await self._bye(ending.text.encode("ascii"), ResponseCode.of(ending.imap_code))
             reason = "token_ended" if ending.credential.kind is Kind.OIDC_TOKEN else ending.reason
+            # Audited before the client reads the BYE: whoever sees it finds the entry.
             await self._audit(
                 AuditEvent.IMAP_SESSION_ENDED,
                 {"reason": reason, "credential": ending.credential.kind.value},
             )
+            await self._bye(ending.text.encode("ascii"), ResponseCode.of(ending.imap_code))
         self.writer.close()
         raise _Closing()
 

@@ -144,8 +144,9 @@ class MssSMTP(SMTP):
         if ending is None or transport is None or transport.is_closing():
             return
         line = f"421 4.7.0 {ending.text}"
-        await self.push(line)
+        # Audited before the client reads the reply: whoever sees the 421 finds the entry.
         await self._audit_hook(AuditEvent.SUBMISSION_SESSION_ENDED, line, self.session)
+        await self.push(line)
         transport.close()
 
     def _timeout_cb(self) -> None:
