@@ -159,10 +159,11 @@ class SmtpSettings(BaseModel):
     )
     max_recipients: int = Field(100, ge=1, description="Most recipients in one transaction")
     max_messages_per_hour: int = Field(
-        600,
+        10_000,
         ge=1,
         description="Messages one sending mailbox may hand in per hour, at most this many at "
-        "once (every door: submission, webmail, API); beyond it a temporary refusal",
+        "once (every door: submission, webmail, API); beyond it a temporary refusal. Generous "
+        "for software (an APP mailbox sending results); it stops a stolen account's flood",
     )
     software_reference: str = Field(
         "mssante",

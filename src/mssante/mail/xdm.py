@@ -45,9 +45,15 @@ class XdmFacts:
     patients: frozenset[str]  # the INS values they name (15 characters)
 
 
+def may_carry_xdm(raw: bytes) -> bool:
+    """False when the message surely has no ZIP part (no ZIP type or name, no base64 of a ZIP
+    signature): a C-speed scan that spares most messages the MIME parse."""
+    return b"zip" in raw or b"ZIP" in raw or b"UEsD" in raw
+
+
 def patients_of(raw: bytes) -> XdmFacts:
     """The patients named by the message's XDM packages. Raises :class:`XdmUnreadable`."""
-    if b"zip" not in raw and b"ZIP" not in raw and b"UEsD" not in raw:  # cheap: no ZIP at all
+    if not may_carry_xdm(raw):
         return XdmFacts(0, frozenset())
     message = BytesParser(policy=compat32).parsebytes(raw)
     packages, patients = 0, set()

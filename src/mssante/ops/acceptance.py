@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
 from mssante.errors import MssanteError
-from mssante.mail.xdm import XdmUnreadable, patients_of
+from mssante.mail.xdm import XdmUnreadable, may_carry_xdm, patients_of
 from mssante.ops import refusals
 from mssante.ops.accounts import Accounts, SendAs
 from mssante.ops.bus import ChangeBus, publish_after_commit
@@ -223,15 +223,17 @@ class Acceptance:
     ) -> Accepted:
         """Check the content of a message whose sender and recipients passed stages 1–2, stamp
         it and commit it. Raises :class:`MessageRefused`."""
-        refusal = await self._content(origin, sender, raw, allowed)
+        head = _header(raw)  # parsed once for every stage (a hot path: every message)
+        refusal = await self._content(origin, sender, raw, head, allowed)
         if refusal is not None:
             raise MessageRefused(refusal)
-        message = trace + self._stamp(origin, raw)
+        message = trace + self._stamp(origin, raw, head)
         plan = await self._plan(
             origin,
             sender=sender,
             recipients=recipients,
             message=message,
+            head=head,
             allowed=allowed,
             queue_id=queue_id,
         )
@@ -265,12 +267,12 @@ class Acceptance:
         )
 
     async def _content(
-        self, origin: Origin, sender: str, raw: bytes, allowed: Set[str]
+        self, origin: Origin, sender: str, raw: bytes, head: Message, allowed: Set[str]
     ) -> Refusal | None:
         refusal = (
             check_size(len(raw), self.ctx.limits.max_message_bytes)
             or check_line_endings(raw)
-            or self._from(origin, sender, raw, allowed)
+            or self._from(origin, sender, head, allowed)
         )
         target = sender
         if refusal is None:
@@ -280,15 +282,19 @@ class Acceptance:
             refusal = self._limit(sender)
         return None if refusal is None else await self._refused(origin, refusal, target)
 
-    def _from(self, origin: Origin, sender: str, raw: bytes, allowed: Set[str]) -> Refusal | None:
+    def _from(
+        self, origin: Origin, sender: str, head: Message, allowed: Set[str]
+    ) -> Refusal | None:
         if origin.from_user:
-            return check_from_header(raw, allowed)
+            return check_from_header(head, allowed)
         if origin.from_peer:
-            return check_from_aligned(raw, sender, origin.peer_dn, self.ctx.whitelist())
+            return check_from_aligned(head, sender, origin.peer_dn, self.ctx.whitelist())
         return None  # a report this operator wrote
 
     async def _patients(self, raw: bytes) -> tuple[Refusal | None, str]:
         """BRIEF §7: no message about a patient who opposed it; the INS read from the XDM."""
+        if not may_carry_xdm(raw):  # the usual case, decided without a thread
+            return None, ""
         try:
             facts = await asyncio.to_thread(patients_of, raw)
         except XdmUnreadable as exc:
@@ -304,8 +310,8 @@ class Acceptance:
             return None
         return Refusal.of(refusals.SENDING_LIMIT, f"{wait:.0f} s", address=sender)
 
-    def _stamp(self, origin: Origin, raw: bytes) -> bytes:
-        if not origin.from_user or b"\nx-mss-nil:" in b"\n" + _head(raw).lower():
+    def _stamp(self, origin: Origin, raw: bytes, head: Message) -> bytes:
+        if not origin.from_user or head.get("X-MSS-NIL") is not None:
             return raw
         return f"X-MSS-NIL: {self.ctx.software}\r\n".encode() + raw
 
@@ -316,14 +322,17 @@ class Acceptance:
         sender: str,
         recipients: Sequence[str],
         message: bytes,
+        head: Message,
         allowed: Set[str],
         queue_id: str,
     ) -> _Plan:
+        """``head``: the header as handed in (the trace and stamp added since change none of
+        the fields the store keeps)."""
         digest = await asyncio.to_thread(self.ctx.store.blobs.put, message)  # fsynced
         local = tuple(r for r in recipients if domain_of(r) in self.ctx.local_domains)
         remote = tuple(r for r in recipients if domain_of(r) not in self.ctx.local_domains)
-        owner = delegated_from(message, allowed) if origin.from_user else None
-        headers = Headers.parse(message)
+        owner = delegated_from(head, allowed) if origin.from_user else None
+        headers = Headers.of(head)
         return _Plan(origin, sender, local, remote, digest, len(message), headers, queue_id, owner)
 
     # -- the commit ------------------------------------------------------------------------------
@@ -487,7 +496,7 @@ def check_line_endings(data: bytes) -> Refusal | None:
     return Refusal.of(refusals.BARE_LINE_ENDING, f"at byte {match.start()}")
 
 
-def check_from_header(data: bytes, allowed: Set[str]) -> Refusal | None:
+def check_from_header(data: Message | bytes, allowed: Set[str]) -> Refusal | None:
     """Our users: ``From:`` names only addresses the account may send as (exactly one field).
 
     When ``allowed`` tells the account's own addresses apart (:class:`SendAs`) and ``From:`` is
@@ -505,7 +514,7 @@ def check_from_header(data: bytes, allowed: Set[str]) -> Refusal | None:
 
 
 def check_from_aligned(
-    data: bytes, sender: str, peer_dn: str, whitelist: Whitelist | None
+    data: Message | bytes, sender: str, peer_dn: str, whitelist: Whitelist | None
 ) -> Refusal | None:
     """A peer: every ``From:`` address is of the envelope sender's domain or of a domain the
     whitelist lists for the peer's certificate (so a listed operator cannot write as a domain it
@@ -527,7 +536,7 @@ def check_from_aligned(
     return None
 
 
-def delegated_from(data: bytes, allowed: Set[str]) -> str | None:
+def delegated_from(data: Message | bytes, allowed: Set[str]) -> str | None:
     """The ``From:`` address if the account sends as it by delegation (not its own), else None."""
     own = _own(allowed)
     delegated = [a for a in _addresses(_header(data).get_all("From") or []) if a not in own]
@@ -561,5 +570,7 @@ def _head(data: bytes) -> bytes:
     return data[:_HEADER_LIMIT].split(b"\r\n\r\n", 1)[0]
 
 
-def _header(data: bytes) -> Message:
+def _header(data: Message | bytes) -> Message:
+    if isinstance(data, Message):
+        return data
     return BytesHeaderParser(policy=compat32).parsebytes(_head(data) + b"\r\n\r\n")

@@ -15,6 +15,7 @@ import email.utils
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import message as email_message
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -93,7 +94,11 @@ class Headers:
     @classmethod
     def parse(cls, raw: bytes) -> Headers:
         head = raw[:_HEADER_LIMIT].split(b"\r\n\r\n", 1)[0]
-        msg = BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n")
+        return cls.of(BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n"))
+
+    @classmethod
+    def of(cls, msg: email_message.Message) -> Headers:
+        """From a header already parsed (compat32)."""
         return cls(
             message_id=_clean(msg.get("Message-ID", ""))[:998],
             subject=_decoded(msg.get("Subject", "")),
