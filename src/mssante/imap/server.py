@@ -416,8 +416,9 @@ class Connection(IMAPConnection):
         try:
             return await asyncio.wait_for(awaitable, timeout)
         except TimeoutError:
-            await self._bye(b"Autologout; idle for too long.", None)
+            # Audited before the BYE is written: whoever reads it finds the entry.
             await self._audit(AuditEvent.IMAP_TIMEOUT, {"waiting_for": what})
+            await self._bye(b"Autologout; idle for too long.", None)
             raise _Closing() from None
 
     async def _too_big(self, line: bytearray) -> None:
@@ -430,11 +431,11 @@ class Connection(IMAPConnection):
     async def _refuse(self, line: bytearray, reason: str, code: ResponseCode) -> None:
         """A tagged BAD for the command when its tag can be read, then BYE: the rest of the
         stream cannot be told from commands any more."""
+        await self._audit(AuditEvent.IMAP_REFUSED_PROTOCOL, {"reason": reason})  # before replying
         tag = _tag(line)
         if tag is not None:
             await self.write_response(ResponseBad(tag, reason.encode(), code))
         await self._bye(reason.encode(), code)
-        await self._audit(AuditEvent.IMAP_REFUSED_PROTOCOL, {"reason": reason})
         raise _Closing()
 
     async def _bye(self, text: bytes, code: ResponseCode | None) -> None:

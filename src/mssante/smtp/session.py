@@ -111,12 +111,12 @@ class MssSMTP(SMTP):
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
         if line.startswith(_AIOSMTPD_SIZE_EXCEEDED):  # aiosmtpd's words lack RFC 3463's code
             line = str(SIZE_EXCEEDED)
-        await super().push(line)
         if line[:1] in ("4", "5") and not line.startswith(("421", "454")):
             if self.refusal_audited:
                 self.refusal_audited = False
-            else:
+            else:  # audited before the client reads the reply
                 await self._audit_hook(_protocol_event(line, self), line, self.session)
+        await super().push(line)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._registered is not None:
