@@ -49,7 +49,7 @@ from mssante.errors import MssanteError
 from mssante.mail.xdm import XdmUnreadable, may_carry_xdm, patients_of
 from mssante.ops import refusals
 from mssante.ops.accounts import Accounts, SendAs
-from mssante.ops.bus import ChangeBus, publish_after_commit
+from mssante.ops.bus import ChangeBus, call_after_commit, publish_after_commit
 from mssante.ops.mailstore import Delivered, Headers, MailStore
 from mssante.ops.patients import Oppositions
 from mssante.ops.refusals import Reason, Refusal
@@ -175,7 +175,6 @@ class Acceptance:
         self.ctx = ctx
         per_hour = ctx.limits.messages_per_hour
         self._sending = TokenBuckets(per_hour / 3600.0, float(per_hour), clock=clock or monotonic)
-        self._wake_queue = _WakeQueue(ctx.wake_queue)
         self.reports = Reports(ctx.store, ctx.bus.publish)
 
     # -- stage 1: sender -----------------------------------------------------------------------
@@ -345,7 +344,7 @@ class Acceptance:
             delivered = store.deliver_in(session, plan.digest, plan.size, plan.headers, plan.local)
         if plan.remote:
             self.ctx.enqueue(session, _outgoing(plan))
-            publish_after_commit(session, ("",), self._wake_queue)
+            call_after_commit(session, self.ctx.wake_queue)
         changed = [d.address for d in delivered if not d.duplicate]
         if origin.from_user and plan.sender:  # a report goes out with a null sender: no copy
             store.deliver_in(
@@ -398,16 +397,6 @@ class Reports:
         changed = [d.address for d in delivered if not d.duplicate]
         publish_after_commit(session, changed, self._publish)
         return True
-
-
-class _WakeQueue:
-    """A stable callable for :func:`publish_after_commit` (one entry per transaction)."""
-
-    def __init__(self, wake: Callable[[], None]) -> None:
-        self._wake = wake
-
-    def __call__(self, _address: str) -> None:
-        self._wake()
 
 
 def _outgoing(plan: _Plan) -> OutgoingMessage:

@@ -96,19 +96,31 @@ def publish_after_commit(
 ) -> None:
     """Call ``publish(address)`` for each of ``addresses`` once ``session``'s transaction has
     committed (never before, never after a rollback). A group commit batches many writers in
-    one transaction: each adds to the same pending set."""
+    one transaction: each adds to the same pending set, so each call happens once."""
+    _pending(session).update((publish, address) for address in addresses)
+
+
+def call_after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Call ``action()`` once ``session``'s transaction has committed (once however many
+    writers of the transaction asked for it): waking the queue, say."""
+    _pending(session).add((action, None))
+
+
+def _pending(session: Session) -> set[tuple[Callable[..., None], str | None]]:
     if not session.info.get(_LISTENING):  # once per session object, however many commits
         session.info[_LISTENING] = True
         event.listen(session, "after_commit", _committed)
         event.listen(session, "after_rollback", _rolled_back)
-    pending: dict[Callable[[str], None], set[str]] = session.info.setdefault(_PENDING, {})
-    pending.setdefault(publish, set()).update(addresses)
+    pending: set[tuple[Callable[..., None], str | None]] = session.info.setdefault(_PENDING, set())
+    return pending
 
 
 def _committed(session: Session) -> None:
-    for publish, addresses in session.info.pop(_PENDING, {}).items():
-        for address in addresses:
-            publish(address)
+    for action, address in session.info.pop(_PENDING, set()):
+        if address is None:
+            action()
+        else:
+            action(address)
 
 
 def _rolled_back(session: Session) -> None:
