@@ -158,6 +158,21 @@ class SmtpSettings(BaseModel):
         25 * 1024 * 1024, ge=1024, description="Largest message accepted (SIZE, RFC 1870)"
     )
     max_recipients: int = Field(100, ge=1, description="Most recipients in one transaction")
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections one SMTP listener serves at most; beyond, 421"
+    )
+    max_connections_per_address: int = Field(
+        20,
+        ge=1,
+        description="Connections one client address may hold open on an SMTP listener before "
+        "it has logged in (submission) or at all (inbound); beyond, 421",
+    )
+    max_sessions_per_user_address: int = Field(
+        10,
+        ge=1,
+        description="Submission: logged-in sessions one account may hold from one address "
+        "(users behind one NAT each have their own)",
+    )
     max_messages_per_hour: int = Field(
         10_000,
         ge=1,
@@ -243,6 +258,17 @@ class WebSettings(BaseModel):
     login_attempts_per_minute: float = Field(
         10.0, gt=0, description="Webmail login attempts per client address and minute"
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed "
+        "(none by default: the client address is the TCP peer's)",
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Concurrent HTTP connections and requests served; beyond, 503"
+    )
+    max_requests_per_address: int = Field(
+        50, ge=1, description="Concurrent requests one client address may have; beyond, 429"
+    )
 
 
 class ImapSettings(BaseModel):
@@ -278,11 +304,55 @@ class ImapSettings(BaseModel):
     max_bad_commands: int = Field(
         5, ge=1, description="Consecutive bad commands after which the connection is closed"
     )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections one IMAP listener serves at most; beyond, BYE"
+    )
+    max_connections_per_address: int = Field(
+        20,
+        ge=1,
+        description="Connections one client address may hold open before logging in; beyond, BYE",
+    )
+    max_sessions_per_user_address: int = Field(
+        10,
+        ge=1,
+        description="Logged-in sessions one account may hold from one address (Dovecot's "
+        "mail_max_userip_connections is 10)",
+    )
+    max_preauth_literal_bytes: int = Field(
+        1024,
+        ge=0,
+        description="Largest literal read before login (a LOGIN password); larger ones, and "
+        "APPEND, are refused before a byte is read",
+    )
+    max_command_bytes: int = Field(
+        26 * 1024 * 1024 + 65536,
+        ge=1024,
+        description="Most bytes of one command, all its literals together; beyond, BAD [TOOBIG]",
+    )
     poll_interval: float = Field(
         1.0,
         gt=0,
         description="Seconds between database checks of a selected folder for changes made by "
         "other processes (changes made in this process are pushed at once)",
+    )
+
+
+class MimeSettings(BaseModel):
+    """Limits on a message's MIME structure, applied where messages are accepted (every door)
+    and where they are read (IMAP, webmail): docs/security.md."""
+
+    max_depth: int = Field(
+        32,
+        ge=2,
+        le=64,
+        description="Deepest nesting of multiparts and embedded messages; deeper mail is "
+        "refused at acceptance (554 5.6.0) and read as one opaque part",
+    )
+    max_parts: int = Field(
+        1000,
+        ge=10,
+        description="Most MIME parts in one message; beyond, refused at acceptance and the "
+        "rest read as one opaque part",
     )
 
 
@@ -332,6 +402,13 @@ class AuthSettings(BaseModel):
     )
     throttle_window: float = Field(
         900.0, gt=0, description="Seconds after which a failed login is forgotten"
+    )
+    throttle_address_allowance: int = Field(
+        20,
+        ge=0,
+        description="Failed logins one client address may make within the window before its "
+        "own delay starts (many users may share an address behind NAT); the delay per account "
+        "starts at the first failure",
     )
     revocation_poll_seconds: float = Field(
         1.0,
@@ -579,6 +656,7 @@ class Settings(BaseSettings):
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
+    mime: MimeSettings = Field(default_factory=MimeSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     authority: AuthoritySettings = Field(default_factory=AuthoritySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -54,6 +54,7 @@ class AuditEvent(StrEnum):
     SMTP_REFUSED_TOO_LARGE = "smtp.refused_too_large"
     SMTP_REFUSED_PROTOCOL = "smtp.refused_protocol"  # bad sequence, syntax, unknown command
     SMTP_TIMEOUT = "smtp.timeout"
+    SMTP_RECIPIENTS_REFUSED = "smtp.recipients_refused"  # one entry per session: count, reasons
     SMTP_MESSAGE_ACCEPTED = "smtp.message_accepted"
     # Submission
     SUBMISSION_REFUSED_SENDER = "submission.refused_sender"
@@ -63,6 +64,10 @@ class AuditEvent(StrEnum):
     MESSAGE_REFUSED_FROM = "message.refused_from"  # From: not aligned with the sender or peer
     MESSAGE_REFUSED_SENDING_LIMIT = "message.refused_sending_limit"  # per-mailbox rate
     MESSAGE_REFUSED_CONTENT = "message.refused_content"  # an unreadable IHE_XDM.zip, say
+    MESSAGE_REFUSED_STRUCTURE = "message.refused_structure"  # MIME too deep, too many parts
+    MESSAGE_REFUSED_HEADER = "message.refused_header"  # a malformed or duplicated header field
+    MESSAGE_DUPLICATE_DROPPED = "message.duplicate_dropped"  # a redelivery already stored
+    CONNECTION_REFUSED = "connection.refused"  # a listener's connection caps (docs/security.md)
     # Outbound queue
     QUEUE_MESSAGE_QUEUED = "queue.message_queued"
     QUEUE_DELIVERED = "queue.delivered"
