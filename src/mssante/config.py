@@ -173,6 +173,12 @@ class SmtpSettings(BaseModel):
         description="Submission: logged-in sessions one account may hold from one address "
         "(users behind one NAT each have their own)",
     )
+    max_refused_commands: int = Field(
+        20,
+        ge=1,
+        description="Refused commands in one session (unknown recipients, syntax) after which "
+        "it is closed with 421, as Postfix's smtpd_hard_error_limit",
+    )
     max_messages_per_hour: int = Field(
         10_000,
         ge=1,
