@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -346,6 +346,8 @@ class ImapSettings(BaseModel):
 class MimeSettings(BaseModel):
     """Limits on a message's MIME structure, applied where messages are accepted (every door)
     and where they are read (IMAP, webmail): docs/security.md."""
+
+    model_config = ConfigDict(frozen=True)
 
     max_depth: int = Field(
         32,

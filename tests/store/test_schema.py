@@ -21,7 +21,7 @@ def test_migrations_reach_head_and_match_the_models(db: Database) -> None:
 
 def test_migrate_twice_is_harmless(db: Database) -> None:
     db.migrate()
-    assert current(db) == "0007"
+    assert current(db) == "0008"
 
 
 def test_mailbox_address_and_type_are_immutable(db: Database) -> None:

@@ -20,7 +20,7 @@ import hashlib
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -54,8 +54,10 @@ from pymap.parsing.specials import (
 from pymap.parsing.specials.flag import Flag, Recent, Wildcard, get_system_flags
 from pymap.selected import SelectedMailbox, SelectedSet
 
+from mssante.config import MimeSettings
 from mssante.imap.search import criterion_of
 from mssante.imap.watch import FolderWatch
+from mssante.mail.mime import structure
 from mssante.ops.bus import ChangeBus
 from mssante.ops.folders import (
     DELIMITER,
@@ -120,6 +122,11 @@ class MailboxRef:
     bus: ChangeBus
     watch: FolderWatch
     listings: Listings
+    mime: MimeSettings = field(default_factory=MimeSettings)
+
+    def parse(self, raw: bytes) -> MessageContent:
+        """pymap's tree of a message, cut at the MIME limits (mail/mime.py)."""
+        return structure(raw, self.mime).content
 
     async def call(self, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``op(caller, address, *args)`` in a worker thread (database and blob I/O)."""
@@ -182,12 +189,13 @@ class StoredMessage(ListedMessage):
     when pymap asks, and parsed off the event loop. When the command wants no content
     (``wanted``: RFC822.SIZE alone is answered from the stored size), none is read."""
 
-    __slots__ = ("_content", "_load", "_wanted")
+    __slots__ = ("_content", "_load", "_parse", "_wanted")
 
     def __init__(
         self,
         listed: ListedMessage,
         load: Callable[[int], Any],
+        parse: Callable[[bytes], MessageContent],
         *,
         wanted: FetchRequirement | None = None,
         content: MessageContent | bytes | _Unloaded | None = UNLOADED,
@@ -197,11 +205,12 @@ class StoredMessage(ListedMessage):
             listed.uid, listed.internal_date, listed.permanent_flags, listed.size, expunged=expunged
         )
         self._load = load
+        self._parse = parse
         self._wanted = wanted
         self._content = content
 
     def as_expunged(self) -> StoredMessage:
-        return StoredMessage(self, self._load, wanted=self._wanted, expunged=True)
+        return StoredMessage(self, self._load, self._parse, wanted=self._wanted, expunged=True)
 
     async def load_content(self, requirement: FetchRequirement) -> LoadedMessageInterface:
         wanted = requirement if self._wanted is None else self._wanted
@@ -209,10 +218,10 @@ class StoredMessage(ListedMessage):
             return SizedLoadedMessage(self, requirement, None)
         content = self._content
         if isinstance(content, bytes):
-            return RawLoadedMessage(self, requirement, content)
+            return RawLoadedMessage(self, requirement, content, self._parse)
         if isinstance(content, _Unloaded):
             raw: bytes | None = await self._load(self.uid)
-            content = None if raw is None else await asyncio.to_thread(MessageContent.parse, raw)
+            content = None if raw is None else await asyncio.to_thread(self._parse, raw)
         return SizedLoadedMessage(self, requirement, content)
 
 
@@ -234,16 +243,23 @@ class RawLoadedMessage(SizedLoadedMessage):
     what mbsync asks for each message): answered from the bytes, never parsed. Any other
     part asked all the same is parsed then."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_parse", "_raw")
 
-    def __init__(self, message: ListedMessage, requirement: FetchRequirement, raw: bytes) -> None:
+    def __init__(
+        self,
+        message: ListedMessage,
+        requirement: FetchRequirement,
+        raw: bytes,
+        parse: Callable[[bytes], MessageContent],
+    ) -> None:
         super().__init__(message, requirement, None)
         self._raw = raw
+        self._parse = parse
 
     @property
     def content(self) -> MessageContent:
         if self._content is None:
-            self._content = MessageContent.parse(self._raw)
+            self._content = self._parse(self._raw)
         return self._content
 
     def __bytes__(self) -> bytes:
@@ -380,7 +396,9 @@ class FolderData(MailboxDataInterface[ListedMessage]):
         wanted: FetchRequirement | None = None,
         content: MessageContent | bytes | _Unloaded | None = UNLOADED,
     ) -> StoredMessage:
-        return StoredMessage(self.listed(entry), self._body, wanted=wanted, content=content)
+        return StoredMessage(
+            self.listed(entry), self._body, self._ref.parse, wanted=wanted, content=content
+        )
 
     async def _body(self, uid: int) -> bytes | None:
         with translated(self.name):
@@ -704,7 +722,8 @@ class StoreSession(BaseSession[ListedMessage]):
             if set_seen and uids:
                 entries = await self._ref.call(folders.fetch, data.name, uids, mark_seen=True)
             elif plan is not None and _preload(wanted, pairs):
-                fetch = _fetch_contents(folders, parse=not plan.whole_only)
+                parse = None if plan.whole_only else self._ref.parse
+                fetch = _fetch_contents(folders, parse)
                 loaded = await self._ref.call(fetch, data.name, uids)
                 entries = [entry for entry, _ in loaded]
                 contents = {entry.uid: content for entry, content in loaded}
@@ -880,7 +899,7 @@ def _preload(wanted: FetchRequirement | None, pairs: Sequence[tuple[int, CachedM
 
 
 def _fetch_contents(
-    folders: Folders, *, parse: bool
+    folders: Folders, parse: Callable[[bytes], MessageContent] | None
 ) -> Callable[..., list[tuple[Entry, MessageContent | bytes]]]:
     """``Folders.fetch_with_bodies``, each message parsed in the same worker thread unless
     the FETCH wants messages whole (then the bytes as they are)."""
@@ -889,9 +908,9 @@ def _fetch_contents(
         caller: Caller, address: str, folder: str, uids: Sequence[int]
     ) -> list[tuple[Entry, MessageContent | bytes]]:
         loaded = folders.fetch_with_bodies(caller, address, folder, uids)
-        if not parse:
+        if parse is None:
             return [(entry, raw) for entry, raw in loaded]
-        return [(entry, MessageContent.parse(raw)) for entry, raw in loaded]
+        return [(entry, parse(raw)) for entry, raw in loaded]
 
     return fetch
 

@@ -41,8 +41,10 @@ from email.utils import getaddresses, parsedate_to_datetime
 
 import nh3
 
+from mssante.config import MimeSettings
+from mssante.mail.mime import email_message
+
 _PART_ID = re.compile(r"[1-9][0-9]{0,4}(?:\.[1-9][0-9]{0,4}){0,31}")
-_MAX_DEPTH = 32  # deeper multiparts (a parser bomb, not mail) are listed as one opaque part
 _MAX_FILENAME = 180
 _FALLBACK_NAME = "piece-jointe"
 _FILENAME_FORBIDDEN = frozenset('/\\:*?"<>|')  # path separators, and what Windows refuses
@@ -149,21 +151,26 @@ class _Bodies:
     found: list[tuple[Attachment, bytes]] = field(default_factory=list)
 
 
-def parse_message(raw: bytes) -> MessageView:
-    """The read view of ``raw`` (RFC 5322); never raises, however broken the message is."""
+def parse_message(raw: bytes, limits: MimeSettings | None = None) -> MessageView:
+    """The read view of ``raw`` (RFC 5322); never raises, however broken the message is.
+    Parts past the MIME limits are one opaque part (mail/mime.py)."""
+    limits = limits or MimeSettings()
     for policy in (email.policy.default, email.policy.compat32):
         with contextlib.suppress(Exception):
-            return _view(email.message_from_bytes(raw, policy=policy))
+            return _view(email_message(raw, limits, policy))
     return _raw_view(raw)
 
 
-def attachment_bytes(raw: bytes, part_id: str) -> tuple[Attachment, bytes] | None:
+def attachment_bytes(
+    raw: bytes, part_id: str, limits: MimeSettings | None = None
+) -> tuple[Attachment, bytes] | None:
     """The attachment numbered ``part_id`` and its decoded bytes; ``None`` if there is none."""
     if not _PART_ID.fullmatch(part_id):
         return None
+    limits = limits or MimeSettings()
     for policy in (email.policy.default, email.policy.compat32):
         with contextlib.suppress(Exception):
-            bodies = _collect(email.message_from_bytes(raw, policy=policy))
+            bodies = _collect(email_message(raw, limits, policy))
             return next((item for item in bodies.found if item[0].part_id == part_id), None)
     return None
 
@@ -318,16 +325,16 @@ def _mss_headers(msg: Message) -> dict[str, str]:
 
 def _collect(msg: Message) -> _Bodies:
     bodies = _Bodies()
-    for leaf in _leaves(msg, "", None, alternative=False, depth=0):
+    for leaf in _leaves(msg, "", None, alternative=False):
         _classify(leaf, bodies)
     return bodies
 
 
 def _leaves(
-    part: Message, part_id: str, group: str | None, *, alternative: bool, depth: int
+    part: Message, part_id: str, group: str | None, *, alternative: bool
 ) -> Iterator[_Leaf]:
     """The leaves of the tree, depth first, with their RFC 3501 section numbers."""
-    children = _children(part) if depth < _MAX_DEPTH else None
+    children = _children(part)  # the tree is cut at the MIME limits (mail/mime.py)
     if children is None:
         own_id = part_id or "1"
         yield _Leaf(own_id, part, group or own_id, alternative)
@@ -336,9 +343,7 @@ def _leaves(
     child_group = (part_id or "root") if is_alternative else group
     for index, child in enumerate(children, start=1):
         child_id = f"{part_id}.{index}" if part_id else str(index)
-        yield from _leaves(
-            child, child_id, child_group, alternative=is_alternative, depth=depth + 1
-        )
+        yield from _leaves(child, child_id, child_group, alternative=is_alternative)
 
 
 def _children(part: Message) -> Sequence[Message] | None:

@@ -30,14 +30,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header, decode_header, make_header
 from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser, HeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 from email.utils import format_datetime, getaddresses, make_msgid, parseaddr, parsedate_to_datetime
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 
+from mssante.config import MimeSettings
 from mssante.errors import MssanteError
 from mssante.mail.dsn import CRLF, header_block
+from mssante.mail.mime import email_message
 
 DEFAULT_DISPOSITION = "manual-action/MDN-sent-manually; displayed"
 ERROR_DISPOSITION = "automatic-action/MDN-sent-automatically; processed/Error"
@@ -413,7 +415,7 @@ def parse_report(raw: bytes) -> list[ReceiptStatus]:
 
 
 def _parse_report(raw: bytes) -> list[ReceiptStatus]:
-    msg = BytesParser(policy=compat32).parsebytes(raw)
+    msg = email_message(raw, MimeSettings())  # a report is shallow; deeper parts are opaque
     if msg.get_content_type() != "multipart/report" or not msg.is_multipart():
         return []
     parts = [part for part in msg.get_payload() if isinstance(part, Message)]

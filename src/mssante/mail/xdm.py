@@ -18,11 +18,11 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
-from email.parser import BytesParser
-from email.policy import compat32
 
 from lxml import etree
 
+from mssante.config import MimeSettings
+from mssante.mail.mime import email_message
 from mssante.mail.patient import DOCUMENT_PATIENT_ID, RIM, SUBMISSION_PATIENT_ID, Ins, PatientError
 
 MAX_DEPTH = 16  # multipart nesting walked (deeper parts are not documents anyone files)
@@ -51,11 +51,11 @@ def may_carry_xdm(raw: bytes) -> bool:
     return b"zip" in raw or b"ZIP" in raw or b"UEsD" in raw
 
 
-def patients_of(raw: bytes) -> XdmFacts:
+def patients_of(raw: bytes, limits: MimeSettings | None = None) -> XdmFacts:
     """The patients named by the message's XDM packages. Raises :class:`XdmUnreadable`."""
     if not may_carry_xdm(raw):
         return XdmFacts(0, frozenset())
-    message = BytesParser(policy=compat32).parsebytes(raw)
+    message = email_message(raw, limits or MimeSettings())  # past the limits: opaque parts
     packages, patients = 0, set()
     for part in _zip_parts(message):
         metadata = _metadata(part)

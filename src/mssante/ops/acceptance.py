@@ -14,13 +14,16 @@ Stages:
    by the SMTP door against the whitelist with its certificate (transport, before this).
 2. **recipients**: at most ``smtp.max_recipients``; from our users, each of the trust space (one
    of our domains and existing, or a whitelisted domain); from a peer, an open local mailbox.
-3. **content**: size; CRLF line endings (RFC 5321 §2.3.8); ``From:`` aligned (our users: an
-   address they may send as, with ``Sender:`` their own for a delegated mailbox, RFC 5322
-   §3.6.2; a peer: the envelope sender's domain, or one the whitelist lists for its
-   certificate); the patients its XDM packages name have not opposed (BRIEF §7); the sending
-   mailbox's hourly limit.
-4. **stamping**: the door's trace headers; ``X-MSS-NIL`` on our users' mail that has none
-   (client référentiel §3.8: the sending software, on every mail).
+3. **content**: size; CRLF line endings (RFC 5321 §2.3.8); header lines that are all fields,
+   with the single fields once (RFC 5322 §3.6); ``From:`` aligned (our users: an address they
+   may send as, with ``Sender:`` their own for a delegated mailbox and, when present, always
+   one they may send as, RFC 5322 §3.6.2; a peer: the envelope sender's domain, or one the
+   whitelist lists for its certificate); a MIME tree within ``mime.max_depth`` and
+   ``mime.max_parts`` (mail/mime.py); the patients its XDM packages name have not opposed
+   (BRIEF §7); the sending mailbox's hourly limit.
+4. **stamping**: trace fields brought by the client or the peer renamed (only ours is read);
+   the door's trace headers; ``X-MSS-NIL`` on our users' mail that has none (client
+   référentiel §3.8: the sending software, on every mail).
 5. **commit**: one transaction writes the local entries, the queue rows, the Sent copy and the
    audit entry; after the commit, "this mailbox changed" is published and the queue woken.
 
@@ -30,9 +33,10 @@ Every refusal is audited here, once, with its event, whatever the door.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Callable, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -45,7 +49,9 @@ from sqlalchemy.orm import Session
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append
+from mssante.config import MimeSettings
 from mssante.errors import MssanteError
+from mssante.mail import mime
 from mssante.mail.xdm import XdmUnreadable, may_carry_xdm, patients_of
 from mssante.ops import refusals
 from mssante.ops.accounts import Accounts, SendAs
@@ -61,6 +67,12 @@ AuditAsync = Callable[[AuditRecord], Any]
 # SMTP smuggling defence: a LF not preceded by CR, or a CR not followed by LF (RFC 5321 §2.3.8).
 _BARE_LINE_ENDING = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 _HEADER_LIMIT = 200_000
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")  # RFC 5322 §3.6.8 field-name ":"
+_TRACE_FIELD = re.compile(rb"(?im)^x-mssante-trace[ \t]*:")
+_AT_MOST_ONCE = frozenset(  # RFC 5322 §3.6, the table's "max 1" fields
+    {b"date", b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc", b"message-id"}
+    | {b"in-reply-to", b"references", b"subject"}
+)
 
 
 class Door(StrEnum):
@@ -100,6 +112,7 @@ class Limits:
     max_message_bytes: int
     max_recipients: int
     messages_per_hour: int
+    mime: MimeSettings = field(default_factory=MimeSettings)
 
 
 @dataclass(frozen=True)
@@ -226,7 +239,8 @@ class Acceptance:
         refusal = await self._content(origin, sender, raw, head, allowed)
         if refusal is not None:
             raise MessageRefused(refusal)
-        message = trace + self._stamp(origin, raw, head)
+        handed_in = hashlib.sha256(raw).hexdigest()  # with the Message-ID: the dedupe key
+        message = trace + self._stamp(origin, untrusted_traces(raw), head)
         plan = await self._plan(
             origin,
             sender=sender,
@@ -235,6 +249,7 @@ class Acceptance:
             head=head,
             allowed=allowed,
             queue_id=queue_id,
+            handed_in=handed_in,
         )
         delivered = await self.ctx.committer.run(lambda session: self._write(session, plan))
         return Accepted(queue_id, tuple(delivered), len(plan.remote))
@@ -271,8 +286,11 @@ class Acceptance:
         refusal = (
             check_size(len(raw), self.ctx.limits.max_message_bytes)
             or check_line_endings(raw)
+            or check_header_fields(raw)
             or self._from(origin, sender, head, allowed)
         )
+        if refusal is None:
+            refusal = await self._structure(raw)
         target = sender
         if refusal is None:
             refusal, patient = await self._patients(raw)
@@ -285,17 +303,28 @@ class Acceptance:
         self, origin: Origin, sender: str, head: Message, allowed: Set[str]
     ) -> Refusal | None:
         if origin.from_user:
-            return check_from_header(head, allowed)
+            return check_from_header(head, allowed) or check_sender_field(head, allowed)
         if origin.from_peer:
             return check_from_aligned(head, sender, origin.peer_dn, self.ctx.whitelist())
         return None  # a report this operator wrote
+
+    async def _structure(self, raw: bytes) -> Refusal | None:
+        """No MIME tree deeper or larger than every reader can take (mail/mime.py)."""
+        limits = self.ctx.limits.mime
+        if mime.surely_within(raw, limits):  # the usual case, decided without a thread
+            return None
+        exceeded = await asyncio.to_thread(mime.exceeds, raw, limits)
+        if exceeded is None:
+            return None
+        allowed = limits.max_depth if exceeded is mime.Exceeded.DEPTH else limits.max_parts
+        return Refusal.of(refusals.MIME_TOO_DEEP, f"{exceeded.value} over {allowed}")
 
     async def _patients(self, raw: bytes) -> tuple[Refusal | None, str]:
         """BRIEF §7: no message about a patient who opposed it; the INS read from the XDM."""
         if not may_carry_xdm(raw):  # the usual case, decided without a thread
             return None, ""
         try:
-            facts = await asyncio.to_thread(patients_of, raw)
+            facts = await asyncio.to_thread(patients_of, raw, self.ctx.limits.mime)
         except XdmUnreadable as exc:
             return Refusal.of(refusals.BAD_DOCUMENT, str(exc)[:300]), ""
         for ins in sorted(facts.patients):
@@ -324,6 +353,7 @@ class Acceptance:
         head: Message,
         allowed: Set[str],
         queue_id: str,
+        handed_in: str,
     ) -> _Plan:
         """``head``: the header as handed in (the trace and stamp added since change none of
         the fields the store keeps)."""
@@ -331,7 +361,7 @@ class Acceptance:
         local = tuple(r for r in recipients if domain_of(r) in self.ctx.local_domains)
         remote = tuple(r for r in recipients if domain_of(r) not in self.ctx.local_domains)
         owner = delegated_from(head, allowed) if origin.from_user else None
-        headers = Headers.of(head)
+        headers = replace(Headers.of(head), content_sha256=handed_in)
         return _Plan(origin, sender, local, remote, digest, len(message), headers, queue_id, owner)
 
     # -- the commit ------------------------------------------------------------------------------
@@ -421,20 +451,39 @@ def _records(plan: _Plan, delivered: Sequence[Delivered]) -> list[AuditRecord]:
         "via": origin.door.value,
     }
     target = ",".join((*plan.local, *plan.remote))
+    dropped = [_dropped(plan, d.address) for d in delivered if d.duplicate]
     if origin.from_peer:
         context |= {
             "peer": origin.peer_ip,
             "duplicates": [d.address for d in delivered if d.duplicate],
         }
-        return [AuditRecord(AuditEvent.SMTP_MESSAGE_ACCEPTED, origin.actor, target, context)]
+        return [
+            AuditRecord(AuditEvent.SMTP_MESSAGE_ACCEPTED, origin.actor, target, context),
+            *dropped,
+        ]
     context |= {"local": len(plan.local), "remote": len(plan.remote)}
-    records = [AuditRecord(AuditEvent.SUBMISSION_MESSAGE_ACCEPTED, origin.actor, target, context)]
+    records = [
+        AuditRecord(AuditEvent.SUBMISSION_MESSAGE_ACCEPTED, origin.actor, target, context),
+        *dropped,
+    ]
     if plan.delegated_from is not None:  # the person behind mail sent as a shared mailbox
         extra = {"queue_id": plan.queue_id, "via": origin.door.value}
         records.append(
             AuditRecord(AuditEvent.DELEGATED_SEND, origin.actor, plan.delegated_from, extra)
         )
     return records
+
+
+def _dropped(plan: _Plan, address: str) -> AuditRecord:
+    """A redelivery not stored again: the mailbox holds the same Message-ID and content."""
+    context = {
+        "queue_id": plan.queue_id,
+        "message_id": plan.headers.message_id,
+        "content_sha256": plan.headers.content_sha256,
+        "via": plan.origin.door.value,
+        "peer": plan.origin.peer_ip,
+    }
+    return AuditRecord(AuditEvent.MESSAGE_DUPLICATE_DROPPED, plan.origin.actor, address, context)
 
 
 # -- the checks, as plain functions: facts in, None or a Refusal out ------------------------------
@@ -483,6 +532,56 @@ def check_line_endings(data: bytes) -> Refusal | None:
     if match is None:
         return None
     return Refusal.of(refusals.BARE_LINE_ENDING, f"at byte {match.start()}")
+
+
+def check_header_fields(data: bytes) -> Refusal | None:
+    """RFC 5322 §2.2 and §3.6: every header line is a field (a name of printable characters, no
+    space, then a colon) or the fold of one, and the fields that may appear once do. A line
+    with no colon, ``From :`` or a second ``From`` would be read differently by different
+    readers: the one we show and the ones our users' clients show must not disagree."""
+    end = data.find(b"\r\n\r\n", 0, _HEADER_LIMIT)
+    if end < 0 and len(data) > _HEADER_LIMIT:
+        return Refusal.of(refusals.MALFORMED_HEADER, "header", problem="header too long")
+    head = data[: end if end >= 0 else len(data)]
+    seen: set[bytes] = set()
+    for number, line in enumerate(head.split(b"\r\n"), start=1):
+        if line[:1] in (b" ", b"\t") and number > 1:
+            continue  # a folded line (RFC 5322 §2.2.3)
+        named = _FIELD_NAME.match(line)
+        if named is None:
+            problem = f"line {number} is not a header field"
+            return Refusal.of(refusals.MALFORMED_HEADER, problem, problem=problem)
+        name = named.group(1).lower()
+        if name in _AT_MOST_ONCE:
+            if name in seen:
+                problem = f"more than one {name.decode().title()} field"
+                return Refusal.of(refusals.MALFORMED_HEADER, problem, problem=problem)
+            seen.add(name)
+    return None
+
+
+def untrusted_traces(data: bytes) -> bytes:
+    """Trace fields a client or a peer wrote are renamed ``X-MSSante-Untrusted-Trace``: only the
+    one this operator prepends is read (``mssante mail list``), so nobody can bring a forged
+    "via mutual TLS" (mail/trace.py)."""
+    end = data.find(b"\r\n\r\n", 0, _HEADER_LIMIT)
+    head = data[: end if end >= 0 else len(data)]
+    if b"x-mssante-trace" not in head.lower():  # the usual case: nothing to rename
+        return data
+    renamed = _TRACE_FIELD.sub(b"X-MSSante-Untrusted-Trace:", head)
+    return renamed + data[len(head) :]
+
+
+def check_sender_field(data: Message | bytes, allowed: Set[str]) -> Refusal | None:
+    """Our users: ``Sender:``, when present, is one address the account may send as (RFC 5322
+    §3.6.2: the agent responsible for sending), never another professional."""
+    values = _header(data).get_all("Sender") or []
+    if not values:
+        return None
+    addresses = _addresses(values)
+    if len(values) == 1 and len(addresses) == 1 and addresses[0] in allowed:
+        return None
+    return Refusal.of(refusals.SENDER_FIELD_NOT_ALLOWED, ", ".join(addresses) or "empty Sender")
 
 
 def check_from_header(data: Message | bytes, allowed: Set[str]) -> Refusal | None:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.errors import HeaderParseError
 from email.header import Header, decode_header, make_header
-from email.policy import compat32
 from enum import StrEnum
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
@@ -51,7 +50,9 @@ from sqlalchemy.orm import Session
 
 from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.audit.log import append as audit_append
+from mssante.config import MimeSettings
 from mssante.errors import MssanteError
+from mssante.mail.mime import email_message
 from mssante.ops.mailstore import STANDARD_FOLDERS, Headers, MailStore
 from mssante.ops.rights import (
     FLAG_CHANGES,
@@ -227,18 +228,19 @@ class Candidate:
     """One message under test; its body is read from the blob store only if a criterion needs
     it, and parsed once."""
 
-    def __init__(self, row: Row[Any], blobs: BlobStore) -> None:
+    def __init__(self, row: Row[Any], blobs: BlobStore, mime: MimeSettings) -> None:
         self.uid: int = row.uid
         self.flags = _flag_set(row.flags)
         self.internal_date: datetime = row.internal_date
         self.size: int = row.size
         self._digest: str = row.blob_sha256
         self._blobs = blobs
+        self._mime = mime
         self._parsed: email.message.Message | None = None
 
     def message(self) -> email.message.Message:
         if self._parsed is None:
-            self._parsed = email.message_from_bytes(self._blobs.get(self._digest), policy=compat32)
+            self._parsed = email_message(self._blobs.get(self._digest), self._mime)
         return self._parsed
 
 
@@ -545,10 +547,16 @@ class Folders:
     thread)."""
 
     def __init__(
-        self, db: Database, blobs: BlobStore, *, notify: Callable[[str], None] | None = None
+        self,
+        db: Database,
+        blobs: BlobStore,
+        *,
+        notify: Callable[[str], None] | None = None,
+        mime: MimeSettings | None = None,
     ) -> None:
         self.db = db
         self.blobs = blobs
+        self.mime = mime or MimeSettings()  # SEARCH reads message contents within these limits
         self._notify = notify or (lambda _address: None)
 
     # -- mailboxes --------------------------------------------------------------------------
@@ -764,7 +772,7 @@ class Folders:
                 .where(_E.c.folder_id == target.folder.id)
             )
             rows = _rows_in(session, query, uids if uids is not None else UidRange())
-        return [r.uid for r in rows if criterion.matches(Candidate(r, self.blobs))]
+        return [r.uid for r in rows if criterion.matches(Candidate(r, self.blobs, self.mime))]
 
     @_refusals_audited
     def store_flags(

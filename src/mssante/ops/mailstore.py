@@ -12,8 +12,9 @@ under the folder row's write lock.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import message as email_message
 from email.header import decode_header, make_header
@@ -90,11 +91,13 @@ class Headers:
     from_address: str
     date: datetime | None
     report: bool = False  # multipart/report: a DSN or an MDN (RFC 6522), recorded as receipts
+    content_sha256: str = ""  # the message as handed in: with the Message-ID, the dedupe key
 
     @classmethod
     def parse(cls, raw: bytes) -> Headers:
         head = raw[:_HEADER_LIMIT].split(b"\r\n\r\n", 1)[0]
-        return cls.of(BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n"))
+        parsed = cls.of(BytesHeaderParser(policy=compat32).parsebytes(head + b"\r\n\r\n"))
+        return replace(parsed, content_sha256=hashlib.sha256(raw).hexdigest())
 
     @classmethod
     def of(cls, msg: email_message.Message) -> Headers:
@@ -196,14 +199,17 @@ class MailStore:
         """The database half of :meth:`deliver`, inside the caller's transaction (so a batch of
         messages can share one commit). Core statements: this runs for every message.
 
-        ``dedupe``: a mailbox that already holds the Message-ID does not get it again (a peer
-        retrying after a lost 250); off for the sender's own copy in Sent, which must be kept
-        even when the sender wrote to themselves."""
+        ``dedupe``: a mailbox that already holds this message (the same Message-ID *and* the
+        same content as handed in: a peer retrying after a lost 250) does not get it again; a
+        message that only reuses a Message-ID is delivered (whoever knows or guesses one cannot
+        make later mail vanish). Off for the sender's own copy in Sent, which must be kept
+        even when the sender wrote to themselves. Each drop is reported as ``duplicate`` for
+        the caller to audit."""
         boxes = _open_boxes(session, recipients)
         message_pk: int | None = None
         results = []
         for box_id, address in boxes:
-            if dedupe and headers.message_id and _holds(session, box_id, headers.message_id):
+            if dedupe and _holds(session, box_id, headers):
                 results.append(Delivered(address, folder, 0, duplicate=True))
                 continue
             if message_pk is None:
@@ -268,12 +274,18 @@ def _open_boxes(session: Session, recipients: Sequence[str]) -> list[tuple[int, 
     return [(found[a], a) for a in wanted]
 
 
-def _holds(session: Session, box_id: int, message_id: str) -> bool:
+def _holds(session: Session, box_id: int, headers: Headers) -> bool:
+    if not headers.message_id or not headers.content_sha256:
+        return False
     found = session.execute(
         select(MailboxEntry.id)
         .join(Folder, Folder.id == MailboxEntry.folder_id)
         .join(Message, Message.id == MailboxEntry.message_pk)
-        .where(Folder.mailbox_id == box_id, Message.message_id == message_id)
+        .where(
+            Folder.mailbox_id == box_id,
+            Message.message_id == headers.message_id,
+            Message.content_sha256 == headers.content_sha256,
+        )
         .limit(1)
     ).first()
     return found is not None
@@ -286,6 +298,7 @@ def _insert_message(session: Session, digest: str, size: int, headers: Headers) 
             blob_sha256=digest,
             size=size,
             message_id=headers.message_id,
+            content_sha256=headers.content_sha256,
             subject=headers.subject,
             from_address=headers.from_address,
             date=headers.date,

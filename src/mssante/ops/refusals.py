@@ -204,6 +204,27 @@ BAD_DOCUMENT = Reason(
     "the IHE_XDM.zip package cannot be read",
     AuditEvent.MESSAGE_REFUSED_CONTENT,
 )
+MIME_TOO_DEEP = Reason(  # as Postfix's mime_nesting_limit; docs/security.md
+    "mime_too_deep",
+    SmtpReply(554, "5.6.0", ""),
+    "structure MIME trop profonde ou trop de parties : le message ne pourrait pas être lu",
+    "MIME structure too deep or with too many parts: the message could not be read",
+    AuditEvent.MESSAGE_REFUSED_STRUCTURE,
+)
+MALFORMED_HEADER = Reason(  # RFC 5322 §2.2, §3.6: what readers could tell apart
+    "malformed_header",
+    SmtpReply(554, "5.6.0", ""),
+    "en-tête du message mal formé : {problem}",
+    "malformed message header: {problem}",
+    AuditEvent.MESSAGE_REFUSED_HEADER,
+)
+SENDER_FIELD_NOT_ALLOWED = Reason(  # RFC 5322 §3.6.2: Sender: is the account itself
+    "sender_field_not_allowed",
+    SmtpReply(553, "5.7.1", ""),
+    "l'en-tête Sender: doit être une de vos adresses",
+    "the Sender: header must be one of your own addresses",
+    AuditEvent.SUBMISSION_REFUSED_SENDER,
+)
 SENDING_LIMIT = Reason(  # RFC 3463 X.7.1 (not allowed now), temporary: later it is
     "sending_limit",
     SmtpReply(451, "4.7.1", ""),

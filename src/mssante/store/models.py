@@ -299,6 +299,9 @@ class Message(Base):
     blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     message_id: Mapped[str] = mapped_column(String(998), default="", index=True)
+    # SHA-256 of the message as its sender handed it in (before our trace headers): with the
+    # Message-ID, the key that tells a redelivery from another message (docs/security.md)
+    content_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
     subject: Mapped[str] = mapped_column(Text, default="")
     from_address: Mapped[str] = mapped_column(String(320), default="")
     date: Mapped[datetime | None] = mapped_column(UtcDateTime)
