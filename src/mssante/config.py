@@ -275,6 +275,12 @@ class WebSettings(BaseModel):
     max_requests_per_address: int = Field(
         50, ge=1, description="Concurrent requests one client address may have; beyond, 429"
     )
+    header_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds a client has to send a whole request header, from connecting and "
+        "after each response; then the connection is closed (slow or silent clients)",
+    )
 
 
 class ImapSettings(BaseModel):

@@ -11,9 +11,11 @@ stores it; a refusal is shown on the form.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from email.errors import HeaderParseError
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, make_msgid
@@ -47,6 +49,20 @@ _NO_DRAFTS = (
 )
 SOFTWARE = "mssante-webmail"  # X-MSS-NIL: the sending software's reference (BRIEF §7)
 _MAX_RECIPIENTS_FIELD = 20_000
+# What may not stand in a field that becomes a header line: CR, LF and every other control
+# character (NUL, VT, FF, the C1 set with NEL…) and the Unicode line and paragraph separators,
+# all of which Python's email package counts as line breaks (a tab is allowed: it is header
+# whitespace). Refused with the form shown again, never a 500 (issue 12).
+_NOT_IN_A_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_HEADER_FIELDS = (
+    ("sender", "L'expéditeur"),
+    ("to", "Le champ « À »"),
+    ("cc", "Le champ « Cc »"),
+    ("subject", "L'objet"),
+    ("in_reply_to", "L'en-tête In-Reply-To (réponse)"),
+    ("references", "L'en-tête References (réponse)"),
+)
+_MIME_TOKEN = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}")
 
 
 class ComposeError(MssanteError):
@@ -90,7 +106,7 @@ def compose_router(ctx: WebContext) -> APIRouter:
         draft = Draft(sender=current.mailbox, to=to[:2000])
         if mode != "new" and folder and uid:
             raw = await read_raw(ctx, current, folder, uid)
-            view = await asyncio.to_thread(parse_message, raw)
+            view = await asyncio.to_thread(parse_message, raw, ctx.settings.mime)
             draft = _prefilled(mode, view, current, folder, uid)
         return await _form(ctx, request, current, draft)
 
@@ -102,6 +118,7 @@ def compose_router(ctx: WebContext) -> APIRouter:
         current = changing(ctx, request, _text(form, "csrf"))
         draft = _draft_of(form, current)
         try:
+            check_header_fields(draft)
             files = await _uploads(form, ctx.settings.smtp.max_message_bytes)
             raw, recipients = await asyncio.to_thread(_build, ctx, current, draft, files)
             if _text(form, "action") == "save":
@@ -204,6 +221,23 @@ def _prefixed(prefix: str, subject: str) -> str:
     return subject if subject.lower().startswith(prefix.lower() + ":") else f"{prefix}: {subject}"
 
 
+def header_refusal(label: str) -> str:
+    return (
+        f"{label} ne peut contenir ni retour à la ligne ni caractère de contrôle : "
+        "corrigez-le. Rien n'a été envoyé ni enregistré."
+    )
+
+
+def check_header_fields(draft: Draft) -> None:
+    """Every field that becomes a header (or the envelope) is one line of printable text;
+    otherwise a :class:`ComposeError` naming the field, before anything is built."""
+    for name, label in _HEADER_FIELDS:
+        if _NOT_IN_A_HEADER.search(getattr(draft, name)):
+            raise ComposeError(header_refusal(label))
+    if any(_NOT_IN_A_HEADER.search(value) for value in draft.patient.values()):
+        raise ComposeError(header_refusal("Une information du patient"))
+
+
 def _text(form: FormData, name: str, limit: int = 1000) -> str:
     value = form.get(name)
     return value[:limit] if isinstance(value, str) else ""
@@ -243,6 +277,8 @@ async def _uploads(form: FormData, limit: int) -> list[Upload]:
     for value in form.getlist("attachments"):
         if not isinstance(value, UploadFile) or not value.filename:
             continue
+        if _NOT_IN_A_HEADER.search(value.filename):
+            raise ComposeError(header_refusal("Le nom d'une pièce jointe"))
         content = await value.read(limit + 1)
         total += len(content)
         if total > limit:
@@ -257,23 +293,24 @@ def _build(
     ctx: WebContext, current: Visit, draft: Draft, files: Sequence[Upload]
 ) -> tuple[bytes, list[str]]:
     """The message's bytes (CRLF) and its recipients."""
+    check_header_fields(draft)  # checked by the route already; _build never trusts it
     recipients = addresses(draft.to) + addresses(draft.cc)
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = draft.sender
+    _header(msg, "From", draft.sender, "L'expéditeur")
     if draft.sender.lower() != current.session.login.lower():
         msg["Sender"] = current.session.login  # RFC 5322 §3.6.2: who wrote for the mailbox
     if draft.to:
-        msg["To"] = ", ".join(addresses(draft.to))
+        _header(msg, "To", ", ".join(addresses(draft.to)), "Le champ « À »")
     if draft.cc:
-        msg["Cc"] = ", ".join(addresses(draft.cc))
+        _header(msg, "Cc", ", ".join(addresses(draft.cc)), "Le champ « Cc »")
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=domain_of(draft.sender) or None)
     if draft.in_reply_to:
-        msg["In-Reply-To"] = draft.in_reply_to
-        msg["References"] = draft.references
+        _header(msg, "In-Reply-To", draft.in_reply_to, "L'en-tête In-Reply-To (réponse)")
+        _header(msg, "References", draft.references, "L'en-tête References (réponse)")
     msg["X-MSS-NIL"] = SOFTWARE
     if draft.receipt or draft.patient:
-        msg["Disposition-Notification-To"] = draft.sender  # RFC 8098 §2.1
+        _header(msg, "Disposition-Notification-To", draft.sender, "L'expéditeur")  # RFC 8098
     msg.set_content(draft.body or "\n")
     subject = draft.subject
     if draft.patient:
@@ -283,13 +320,32 @@ def _build(
             _attach(msg, upload.filename, upload.content_type, upload.content)
     if draft.forward:
         _attach_forwarded(ctx, current, msg, draft.forward)
-    msg["Subject"] = subject
+    _header(msg, "Subject", subject, "L'objet")
     return msg.as_bytes(), recipients
+
+
+def _header(msg: EmailMessage, name: str, value: str, label: str) -> None:
+    """A header from what the writer typed: a value the email package cannot make a header of
+    (it raises ValueError for a line break, IndexError for a lone ``"`` in an address) is the
+    form's error, not the server's."""
+    try:
+        msg[name] = value
+        msg[name].fold(policy=SMTP)  # where an unfoldable value shows itself
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        del msg[name]
+        raise ComposeError(
+            f"{label} n'est pas valide : corrigez-le. Rien n'a été envoyé ni enregistré."
+        ) from exc
 
 
 def _attach(msg: EmailMessage, filename: str, content_type: str, content: bytes) -> None:
     maintype, _, subtype = content_type.partition("/")
-    if maintype == "text" or not subtype:
+    subtype = subtype.partition(";")[0].strip()
+    if (
+        maintype == "text"
+        or not _MIME_TOKEN.fullmatch(maintype)
+        or not _MIME_TOKEN.fullmatch(subtype)
+    ):
         maintype, subtype = "application", "octet-stream"
     msg.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
 

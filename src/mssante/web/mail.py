@@ -47,6 +47,15 @@ BODY_CSP = (
     "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; "
     "sandbox allow-popups allow-popups-to-escape-sandbox"
 )
+# The passive types a part may be shown as, inline, when the page asks (``?inline=1``: a
+# ``cid:`` image of a body): nothing a browser runs script in or renders as a document. Any
+# other type (image/svg+xml, text/html, application/xhtml+xml, text/xml, application/xml,
+# javascript, application/octet-stream, …) and any part not asked inline is a download:
+# application/octet-stream, ``Content-Disposition: attachment`` (issue 12).
+INLINE_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+)
+ATTACHMENT_CSP = "default-src 'none'; sandbox"
 
 
 def not_found() -> HTTPException:
@@ -75,7 +84,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
         current = visit(ctx, request)
         check_names(folder, uid)
         raw = await read_raw(ctx, current, folder, uid)
-        view = await asyncio.to_thread(parse_message, raw)
+        view = await asyncio.to_thread(parse_message, raw, ctx.settings.mime)
         html = await asyncio.to_thread(_body_html, view, folder, uid, allow_images=bool(images))
         page = (
             '<!doctype html><html><head><meta charset="utf-8">'
@@ -89,7 +98,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
         current = visit(ctx, request)
         check_names(folder, uid)
         raw = await read_raw(ctx, current, folder, uid)
-        view = await asyncio.to_thread(parse_message, raw)
+        view = await asyncio.to_thread(parse_message, raw, ctx.settings.mime)
         if ctx.images is None or not u or u not in _remote_images(view):
             raise not_found()
         fetched = await ctx.images.fetch(u)
@@ -109,23 +118,15 @@ def mail_router(ctx: WebContext) -> APIRouter:
         current = visit(ctx, request)
         check_names(folder, uid)
         raw = await read_raw(ctx, current, folder, uid)
-        found = await asyncio.to_thread(attachment_bytes, raw, part_id)
+        found = await asyncio.to_thread(attachment_bytes, raw, part_id, ctx.settings.mime)
         if found is None:
             raise not_found()
         attachment, content = found
-        inline = request.query_params.get("inline") == "1" and attachment.content_type.startswith(
-            "image/"
-        )
-        disposition = "inline" if inline else "attachment"
-        return Response(
+        return attachment_response(
             content,
-            media_type=attachment.content_type if inline else "application/octet-stream",
-            headers={
-                "Content-Disposition": (
-                    f"{disposition}; filename*=UTF-8''{quote(attachment.filename)}"
-                ),
-                "Content-Security-Policy": "default-src 'none'; sandbox",
-            },
+            attachment.content_type,
+            attachment.filename,
+            inline=request.query_params.get("inline") == "1",
         )
 
     @router.get("/f/{folder:path}/m/{uid}")
@@ -134,7 +135,7 @@ def mail_router(ctx: WebContext) -> APIRouter:
         check_names(folder, uid)
         raw = await read_raw(ctx, current, folder, uid)
         flags = await _flags(ctx, current, folder, uid, mark_seen=True)
-        view = await asyncio.to_thread(parse_message, raw)
+        view = await asyncio.to_thread(parse_message, raw, ctx.settings.mime)
         await _audit_read(ctx, current, folder, uid)
         folders = await _folders(ctx, current)
         info = next((f for f in folders if f.name == folder), None)
@@ -394,6 +395,27 @@ async def _folders(ctx: WebContext, current: Visit) -> list[FolderInfo]:
 
 async def _mailboxes(ctx: WebContext, current: Visit) -> list[str]:
     return await asyncio.to_thread(ctx.folders.mailboxes, current.caller)
+
+
+def attachment_response(
+    content: bytes, content_type: str, filename: str, *, inline: bool = False
+) -> Response:
+    """A part of a message for the browser. Shown as itself only when asked inline and its
+    type is passive (``INLINE_TYPES``); otherwise downloaded as bytes. Either way with
+    ``nosniff`` (the type is never guessed from the bytes) and a sandbox CSP (opened by
+    hand, it still runs nothing and has no origin)."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    shown = inline and media_type in INLINE_TYPES
+    disposition = "inline" if shown else "attachment"
+    return Response(
+        content,
+        media_type=media_type if shown else "application/octet-stream",
+        headers={
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(filename)}",
+            "Content-Security-Policy": ATTACHMENT_CSP,
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 def _body_html(view: MessageView, folder: str, uid: int, *, allow_images: bool) -> str:
