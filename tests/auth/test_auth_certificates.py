@@ -25,6 +25,7 @@ from mssante.auth.certificates import (
     CertificateLogins,
 )
 from mssante.auth.service import password_hasher
+from mssante.auth.throttle import LoginThrottle
 from mssante.cli.main import cli
 from mssante.ops.accounts import Accounts, NewApplication
 from mssante.pki import CrlCache, TestPki, TrustStore, dn_string, load_certificate
@@ -229,13 +230,16 @@ async def test_failures_slow_the_next_attempt_from_that_address(
 ) -> None:
     paths = pkis.pki.paths()
     trust = TrustStore.from_pem_files([paths.root], [paths.intermediates])
-    logins = CertificateLogins(
-        db, trust, None, ListSink(), auth=fast_auth(throttle_base=0.25, throttle_cap=0.25)
-    )
-    assert logins.throttle.delay("cert-ip:203.0.113.7") == 0
+    settings = fast_auth(throttle_base=0.25, throttle_cap=0.25, throttle_address_allowance=1)
+    throttle = LoginThrottle.from_settings(settings)
+    logins = CertificateLogins(db, trust, None, ListSink(), auth=settings, throttle=throttle)
+    assert throttle.delay(address="203.0.113.7") == 0
     await logins.authenticate(None, None, peer=PEER, protocol="imap")
-    assert logins.throttle.delay("cert-ip:203.0.113.7") == 0.25
-    assert logins.throttle.delay("cert-ip:203.0.113.8") == 0
+    assert throttle.delay(address="203.0.113.7") == 0  # within the address's allowance
+    await logins.authenticate(None, None, peer=PEER, protocol="imap")
+    assert throttle.delay(address="203.0.113.7") == 0.25
+    assert throttle.delay(address="203.0.113.8") == 0
+    assert throttle.in_flight() == 0
 
 
 # -- organisation certificates and APP accounts --------------------------------------------------

@@ -26,6 +26,7 @@ from mssante.audit.events import Actor, ListSink
 from mssante.audit.log import DatabaseAuditLog, iter_entries, verify_chain
 from mssante.auth import totp
 from mssante.auth.service import AuthMethod, AuthService, _client_network, password_hasher
+from mssante.auth.throttle import LoginThrottle
 from mssante.config import AuthSettings
 from mssante.ops.accounts import Accounts, NewPerson
 from mssante.store.db import Database
@@ -182,44 +183,48 @@ def test_changes_and_logins_land_in_the_database_log(db: Database, tmp_path: Pat
 BASE = 0.01
 
 
-def _throttled(db: Database, tmp_path: Path, base: float = BASE) -> AuthService:
-    settings = make_settings(tmp_path, fast_auth(throttle_base=base, throttle_cap=8 * base))
-    service = AuthService(db, settings, ListSink())
+def _throttled(
+    db: Database, tmp_path: Path, base: float = BASE, **auth: float
+) -> tuple[AuthService, LoginThrottle]:
+    settings = make_settings(tmp_path, fast_auth(throttle_base=base, throttle_cap=8 * base, **auth))
+    throttle = LoginThrottle.from_settings(settings.auth)
+    service = AuthService(db, settings, ListSink(), throttle=throttle)
     make_person(db, password_hasher(settings.auth))
-    return service
+    return service, throttle
 
 
 def test_delay_grows_per_account(db: Database, tmp_path: Path) -> None:
-    service = _throttled(db, tmp_path)
+    service, throttle = _throttled(db, tmp_path)
     delays = []
     for i in range(5):
         peer = f"192.0.2.{i + 1}"  # a new address each time: only the account's count grows
-        delays.append(service.throttle.delay(f"login:{LOGIN}", f"ip:{peer}"))
+        delays.append(throttle.delay(account=LOGIN, address=peer))
         service.check_password(LOGIN, "wrong password!!", peer=peer, protocol="imap")
     assert delays == [0.0, BASE, 2 * BASE, 4 * BASE, 8 * BASE]
-    assert service.throttle.delay(f"login:{LOGIN}") == 8 * BASE  # capped
+    assert throttle.delay(account=LOGIN) == 8 * BASE  # capped
 
 
-def test_delay_grows_per_client_address(db: Database, tmp_path: Path) -> None:
-    service = _throttled(db, tmp_path)
-    for i in range(3):  # three different logins guessed from one address
+def test_delay_grows_per_client_address_after_its_allowance(db: Database, tmp_path: Path) -> None:
+    service, throttle = _throttled(db, tmp_path, throttle_address_allowance=2)
+    for i in range(5):  # five different logins guessed from one address
         login = f"user{i}@hopital-nord.mssante.test"
         service.check_password(login, "guess guess guess", peer=PEER, protocol="submission")
-    assert service.throttle.delay(f"ip:{PEER}") == 4 * BASE
-    assert service.throttle.delay(f"login:{LOGIN}", "ip:192.0.2.99") == 0.0
+    assert throttle.delay(address=PEER) == 4 * BASE  # 5 failures, 2 allowed: 3 count
+    assert throttle.delay(account=LOGIN, address="192.0.2.99") == 0.0
 
 
-def test_success_clears_the_account_count(db: Database, tmp_path: Path) -> None:
-    service = _throttled(db, tmp_path)
+def test_success_clears_the_account_count_not_the_address(db: Database, tmp_path: Path) -> None:
+    service, throttle = _throttled(db, tmp_path, throttle_address_allowance=0)
     service.check_password(LOGIN, "wrong password!!", peer=PEER, protocol="imap")
-    assert service.throttle.delay(f"login:{LOGIN}") == BASE
+    assert throttle.delay(account=LOGIN) == BASE
     service.check_password(LOGIN, PASSWORD, peer=PEER, protocol="imap")
-    assert service.throttle.delay(f"login:{LOGIN}") == 0.0
-    assert service.throttle.delay(f"ip:{PEER}") == BASE  # the address keeps its count
+    assert throttle.delay(account=LOGIN) == 0.0
+    assert throttle.delay(address=PEER) == BASE  # the address keeps its count
+    assert throttle.in_flight() == 0
 
 
 async def test_async_login_waits_for_the_delay(db: Database, tmp_path: Path) -> None:
-    service = _throttled(db, tmp_path, base=0.1)
+    service, _ = _throttled(db, tmp_path, base=0.1)
     for _ in range(3):
         refused = await service.check_password_async(
             LOGIN, "nope nope nope", peer=PEER, protocol="imap"
@@ -232,7 +237,7 @@ async def test_async_login_waits_for_the_delay(db: Database, tmp_path: Path) -> 
 
 
 def test_sync_login_waits_for_the_delay_too(db: Database, tmp_path: Path) -> None:
-    service = _throttled(db, tmp_path, base=0.1)
+    service, _ = _throttled(db, tmp_path, base=0.1)
     service.check_password(LOGIN, "nope nope nope", peer=PEER, protocol="web")
     started = time.monotonic()
     service.check_password(LOGIN, PASSWORD, peer=PEER, protocol="web")

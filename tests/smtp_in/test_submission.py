@@ -166,8 +166,9 @@ async def test_wrong_password_is_refused_audited_and_slowed(
     started = loop.time()
     with pytest.raises(smtplib.SMTPAuthenticationError):
         await _submit(operator_b, space, attempt, login=("inconnu@b.mssante.test", "x" * 12))
-    # the address already failed twice: this attempt waited ~1 s before being answered
-    assert loop.time() - started >= 0.9
+    # smtplib retries with LOGIN after PLAIN: that second attempt waits 0.5 s for this login's
+    # first failure (the address, 4 failures, is within its allowance: docs/security.md)
+    assert loop.time() - started >= 0.45
 
 
 async def test_mail_without_auth_is_refused(operator_b: OperatorRuntime, space: Space) -> None:

@@ -20,15 +20,16 @@ Every attempt is audited as ``auth.login_succeeded`` / ``auth.login_failed`` wit
 issuer and SHA-256 fingerprint, and on failure the reason (docs/auth.md). Certificates are
 public: nothing secret is involved or written. The caller gets ``None`` on any failure and must
 answer with one undifferentiated refusal (SMTP 535, IMAP ``NO``). Failures slow the next
-attempts from the same client address (:class:`~mssante.auth.throttle.LoginThrottle`).
+attempts from the same client address, through the process's one login throttle
+(:class:`~mssante.auth.throttle.Throttle`, shared with the password logins: one count per
+address, whatever the method).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -44,7 +45,7 @@ from mssante.audit.log import append
 from mssante.auth.revocation import Credential as Ground
 from mssante.auth.revocation import Grounds, note_login, note_refusal
 from mssante.auth.service import MAX_LOGIN_LENGTH, AuthProtocol, _client_network
-from mssante.auth.throttle import LoginThrottle
+from mssante.auth.throttle import LoginThrottle, Outcome, Reservation, Throttle
 from mssante.config import AuthSettings
 from mssante.errors import MssanteError, NotFoundError
 from mssante.logging import get_logger
@@ -147,8 +148,8 @@ class _Attempt:
     protocol: AuthProtocol
 
     @property
-    def throttle_key(self) -> str:
-        return f"cert-ip:{_client_network(self.peer)}"
+    def throttle_address(self) -> str:
+        return _client_network(self.peer)
 
 
 @dataclass(frozen=True)
@@ -187,16 +188,22 @@ class CertificateLogins:
         audit: AuditSink,
         *,
         auth: AuthSettings | None = None,
+        throttle: Throttle | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``throttle``: the process's one login throttle, shared with
+        :class:`~mssante.auth.service.AuthService` (the operator runtime passes it); by default
+        one of its own from ``auth``. ``sleep`` makes the throttle's waits."""
         self.db = db
         self.trust = trust
         self.crls = crls
         self.audit = audit
-        settings = auth or AuthSettings()
-        self.throttle = LoginThrottle(
-            base=settings.throttle_base, cap=settings.throttle_cap, window=settings.throttle_window
+        self.throttle: Throttle = (
+            throttle
+            if throttle is not None
+            else LoginThrottle.from_settings(auth or AuthSettings())
         )
-        self._throttle_lock = threading.Lock()
+        self._sleep = sleep
         self.log = get_logger("mssante.auth.certificates")
 
     async def authenticate(
@@ -214,10 +221,15 @@ class CertificateLogins:
         ``login``: the SASL authorization identity, or None/"" for the only account.
         """
         attempt = _Attempt(_clean_login(login), peer, AuthProtocol(protocol))
-        with self._throttle_lock:
-            delay = self.throttle.delay(attempt.throttle_key)
-        await asyncio.sleep(delay)
-        result = await asyncio.to_thread(self._run, chain, attempt)
+        # A certificate is no guessable secret: the address alone is counted, not the authzid
+        # (which would let anyone holding a card slow another account's password logins).
+        reservation = self.throttle.reserve(account=None, address=attempt.throttle_address)
+        try:
+            await self._sleep(reservation.delay)
+        except BaseException:  # the client left during the wait: nothing was checked
+            self.throttle.settle(reservation, Outcome.ABANDONED)
+            raise
+        result = await asyncio.to_thread(self._run, chain, attempt, reservation)
         if result is None:
             note_refusal()
         else:
@@ -226,6 +238,21 @@ class CertificateLogins:
 
     # -- the core of a login ---------------------------------------------------------------------
     def _run(
+        self,
+        chain: Sequence[x509.Certificate] | x509.Certificate | bytes | None,
+        attempt: _Attempt,
+        reservation: Reservation,
+    ) -> CertificateLogin | None:
+        outcome = Outcome.FAILED  # also if the check raises: it counts as a failure
+        try:
+            result = self._decide(chain, attempt)
+            if result is not None:
+                outcome = Outcome.SUCCEEDED
+            return result
+        finally:
+            self.throttle.settle(reservation, outcome)
+
+    def _decide(
         self,
         chain: Sequence[x509.Certificate] | x509.Certificate | bytes | None,
         attempt: _Attempt,
@@ -240,8 +267,6 @@ class CertificateLogins:
             result = self._account_for(presented, attempt.login)
         except _Refusal as refusal:
             self._audit_failure(attempt, presented, refusal)
-            with self._throttle_lock:
-                self.throttle.failed(attempt.throttle_key)
             return None
         context = {**_base_context(attempt), **presented.context()}
         self.audit.record(

@@ -7,7 +7,9 @@ password alone no longer opens anything: the web asks for the code, mail clients
 password.
 
 Every attempt is audited with its protocol and client address, and slowed after failures per
-login and per client address (:class:`~mssante.auth.throttle.LoginThrottle`). An unknown login
+login and per client address (:class:`~mssante.auth.throttle.Throttle`: the attempt's place is
+reserved before it waits, so concurrent attempts cannot all read "no failure yet"; one instance
+per process, shared with the certificate logins). An unknown login
 costs the same argon2 work as a known one, so timing does not tell whether an account exists.
 The reason of a failure goes to the audit log only; the caller gets ``None`` and must answer
 the client with one undifferentiated refusal.
@@ -25,7 +27,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,7 +52,7 @@ from mssante.auth.revocation import (
     note_refusal,
     revoke,
 )
-from mssante.auth.throttle import LoginThrottle
+from mssante.auth.throttle import LoginThrottle, Outcome, Reservation, Throttle
 from mssante.config import AuthSettings, Settings
 from mssante.errors import MssanteError, NotFoundError
 from mssante.store.db import Database
@@ -160,8 +162,12 @@ class _Attempt:
     protocol: AuthProtocol
 
     @property
-    def throttle_keys(self) -> tuple[str, str]:
-        return f"login:{self.login[:MAX_LOGIN_LENGTH]}", f"ip:{_client_network(self.peer)}"
+    def throttle_account(self) -> str:
+        return self.login[:MAX_LOGIN_LENGTH]
+
+    @property
+    def throttle_address(self) -> str:
+        return _client_network(self.peer)
 
 
 @dataclass(frozen=True)
@@ -182,18 +188,23 @@ class AuthService:
         audit: AuditSink,
         *,
         clock: Callable[[], float] = time.time,
+        throttle: Throttle | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``throttle``: the process's one login throttle (the operator runtime shares it with
+        the certificate logins); by default one of this service's own, from the settings.
+        ``sleep`` and ``async_sleep`` make the throttle's waits (sync and async entry points)."""
         self.db = db
         self.audit = audit
         self.clock = clock
         self.issuer = settings.auth.totp_issuer or settings.operator.name or "MSSanté"
         self.hasher = password_hasher(settings.auth)
-        self.throttle = LoginThrottle(
-            base=settings.auth.throttle_base,
-            cap=settings.auth.throttle_cap,
-            window=settings.auth.throttle_window,
+        self.throttle: Throttle = (
+            throttle if throttle is not None else LoginThrottle.from_settings(settings.auth)
         )
-        self._throttle_lock = threading.Lock()
+        self._sleep = sleep
+        self._async_sleep = async_sleep
         # argon2 takes 64 MiB per verification by default: bound how many run at once.
         self._hashing = threading.BoundedSemaphore(os.cpu_count() or 4)
         # Verified against when there is nothing real to verify (unknown login, no matching app
@@ -209,8 +220,7 @@ class AuthService:
     ) -> Principal | None:
         """A password or app password login; blocks for the throttle's delay first."""
         attempt = _Attempt(_clean_login(login), password, None, peer, AuthProtocol(protocol))
-        time.sleep(self._delay(attempt))
-        return _noted(self._run(attempt))
+        return _noted(self._checked(attempt))
 
     async def check_password_async(
         self, login: str, password: str, *, peer: str, protocol: AuthProtocol | str
@@ -219,23 +229,20 @@ class AuthService:
         The outcome is noted in the task's context (:func:`revocation.take_login`): what the
         session rests on, or the hint of :data:`TWO_FACTOR_HINT`."""
         attempt = _Attempt(_clean_login(login), password, None, peer, AuthProtocol(protocol))
-        await asyncio.sleep(self._delay(attempt))
-        return _noted(await asyncio.to_thread(self._run, attempt))
+        return _noted(await self._checked_async(attempt))
 
     def check_password_totp(
         self, login: str, password: str, code: str, peer: str
     ) -> Principal | None:
         """An interactive (web) login with the account password and a TOTP code."""
         attempt = _Attempt(_clean_login(login), password, code, peer, AuthProtocol.WEB)
-        time.sleep(self._delay(attempt))
-        return _noted(self._run(attempt))
+        return _noted(self._checked(attempt))
 
     async def check_password_totp_async(
         self, login: str, password: str, code: str, peer: str
     ) -> Principal | None:
         attempt = _Attempt(_clean_login(login), password, code, peer, AuthProtocol.WEB)
-        await asyncio.sleep(self._delay(attempt))
-        return _noted(await asyncio.to_thread(self._run, attempt))
+        return _noted(await self._checked_async(attempt))
 
     # -- TOTP devices ----------------------------------------------------------------------------
     def enrol_totp(self, login: str, actor: Actor) -> totp.TotpEnrolment:
@@ -352,23 +359,45 @@ class AuthService:
             return info
 
     # -- the core of a login ---------------------------------------------------------------------
-    def _delay(self, attempt: _Attempt) -> float:
-        with self._throttle_lock:
-            return self.throttle.delay(*attempt.throttle_keys)
+    def _reserve(self, attempt: _Attempt) -> Reservation:
+        """The attempt's place in the throttle, and its wait, in one atomic step."""
+        return self.throttle.reserve(
+            account=attempt.throttle_account, address=attempt.throttle_address
+        )
 
-    def _run(self, attempt: _Attempt) -> _Verdict:
-        snapshot = self._load(attempt.login)
-        verdict = self._judge(snapshot, attempt)
-        if verdict.principal is not None:
-            verdict = self._record_use(attempt, verdict)
-        self._audit_login(attempt, verdict)
-        login_key, address_key = attempt.throttle_keys
-        with self._throttle_lock:
-            if verdict.principal is None:
-                self.throttle.failed(login_key, address_key)
-            else:
-                self.throttle.succeeded(login_key)
-        return verdict
+    def _checked(self, attempt: _Attempt) -> _Verdict:
+        reservation = self._reserve(attempt)
+        try:
+            self._sleep(reservation.delay)
+        except BaseException:
+            self.throttle.settle(reservation, Outcome.ABANDONED)  # nothing was checked
+            raise
+        return self._run(attempt, reservation)
+
+    async def _checked_async(self, attempt: _Attempt) -> _Verdict:
+        reservation = self._reserve(attempt)
+        try:
+            await self._async_sleep(reservation.delay)
+        except BaseException:  # the client left during the wait: nothing was checked
+            self.throttle.settle(reservation, Outcome.ABANDONED)
+            raise
+        # Once the check has started, the thread settles the reservation even if this task is
+        # cancelled (asyncio.to_thread lets the thread finish).
+        return await asyncio.to_thread(self._run, attempt, reservation)
+
+    def _run(self, attempt: _Attempt, reservation: Reservation) -> _Verdict:
+        outcome = Outcome.FAILED  # also if the check raises: it counts as a failure
+        try:
+            snapshot = self._load(attempt.login)
+            verdict = self._judge(snapshot, attempt)
+            if verdict.principal is not None:
+                verdict = self._record_use(attempt, verdict)
+            self._audit_login(attempt, verdict)
+            if verdict.principal is not None:
+                outcome = Outcome.SUCCEEDED
+            return verdict
+        finally:
+            self.throttle.settle(reservation, outcome)
 
     def _load(self, login: str) -> _Snapshot | None:
         with self.db.session() as session:

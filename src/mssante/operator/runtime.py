@@ -27,6 +27,7 @@ from mssante.auth.bearer import BearerValidator
 from mssante.auth.certificates import CertificateLogins
 from mssante.auth.revocation import RevocationWatcher
 from mssante.auth.service import AuthService
+from mssante.auth.throttle import LoginThrottle
 from mssante.config import Settings
 from mssante.imap import start_imap
 from mssante.imap.service import ImapParts
@@ -104,6 +105,7 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
                 max_message_bytes=settings.smtp.max_message_bytes,
                 max_recipients=settings.smtp.max_recipients,
                 messages_per_hour=settings.smtp.max_messages_per_hour,
+                mime=settings.mime,
             ),
             software=settings.smtp.software_reference,
             whitelist=sync.keeper.current,
@@ -129,6 +131,9 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         committer=committer,
         wakeup=queue_wakeup,
     )
+    # One login throttle for every door: passwords (SMTP AUTH, IMAP LOGIN, the webmail, all
+    # through the AuthService) and certificates count failures together (docs/auth.md).
+    throttle = LoginThrottle.from_settings(settings.auth)
     return OperatorRuntime(
         settings=settings,
         node=node,
@@ -138,9 +143,9 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         committer=committer,
         bus=bus,
         acceptance=acceptance,
-        folders=Folders(node.db, node.blobs, notify=bus.publish),
+        folders=Folders(node.db, node.blobs, notify=bus.publish, mime=settings.mime),
         delivery=delivery,
-        auth=AuthService(node.db, settings, node.audit),
+        auth=AuthService(node.db, settings, node.audit, throttle=throttle),
         publisher=DirectoryPublisher(settings, node.db),
         directory=DirectorySync(node),
         bearer=BearerValidator.from_settings(settings, node.db, node.audit)
@@ -149,7 +154,7 @@ def build_runtime(settings: Settings) -> OperatorRuntime:
         # The same trust store and CRL cache as the inbound listener: the PKI's anchors and
         # intermediates (the person CA among them), the CRLs refreshed by the whitelist worker.
         certificates=CertificateLogins(
-            node.db, sync.trust, sync.crls, node.audit, auth=settings.auth
+            node.db, sync.trust, sync.crls, node.audit, auth=settings.auth, throttle=throttle
         ),
     )
 
