@@ -48,4 +48,6 @@ async def test_a_deep_message_does_not_break_the_mailbox(operator: Operator, lev
     structure = b"".join(answers["structure"]).lower()
     assert structure.count(b'"mixed"') == 32  # the deepest readable levels
     assert b'("application" "octet-stream"' in structure  # the rest: one opaque part
-    assert answers["search"][0] == b"* SEARCH 2\r\n"  # the header is read; text past the limits is not searched
+    assert (
+        answers["search"][0] == b"* SEARCH 2\r\n"
+    )  # the header is read; text past the limits is not searched

@@ -72,11 +72,15 @@ def test_too_many_parts_are_one_opaque_part() -> None:
     raw = b'Content-Type: multipart/mixed; boundary="p"\r\n\r\n' + parts + b"--p--\r\n"
     found = mime.structure(raw, LIMITS)
     assert found.exceeded is mime.Exceeded.PARTS and found.parts == 1
-    assert email.message_from_bytes(mime.readable_copy(raw, LIMITS)).get_content_type() == mime.OPAQUE
+    assert (
+        email.message_from_bytes(mime.readable_copy(raw, LIMITS)).get_content_type() == mime.OPAQUE
+    )
 
 
 def test_a_folded_content_type_is_cut_whole() -> None:
-    raw = nested(40).replace(b"Content-Type: multipart/mixed;", b"Content-Type: multipart/mixed;\r\n\t")
+    raw = nested(40).replace(
+        b"Content-Type: multipart/mixed;", b"Content-Type: multipart/mixed;\r\n\t"
+    )
     copy = mime.readable_copy(raw, LIMITS)
     assert mime.structure(copy, LIMITS).exceeded is None
 

@@ -57,7 +57,11 @@ async def _submit(rt: OperatorRuntime, space: Space, raw: bytes, to: str = DUBOI
         client = Client(rt.settings.smtp.submission_port, ssl_context=ctx)
         try:
             client.smtp.login(MARTIN, PASSWORD)
-            return [client.cmd(f"MAIL FROM:<{MARTIN}>"), client.cmd(f"RCPT TO:<{to}>"), client.data(raw)]
+            return [
+                client.cmd(f"MAIL FROM:<{MARTIN}>"),
+                client.cmd(f"RCPT TO:<{to}>"),
+                client.data(raw),
+            ]
         finally:
             client.close()
 
@@ -199,12 +203,16 @@ async def test_a_trace_brought_by_a_user_is_not_believed(
     assert b"X-MSSante-Untrusted-Trace: peer=10.0.0.9" in raw
 
 
-async def test_a_peer_sees_only_its_own_hop_trusted(operator_b: OperatorRuntime, space: Space) -> None:
+async def test_a_peer_sees_only_its_own_hop_trusted(
+    operator_b: OperatorRuntime, space: Space
+) -> None:
     forged = b"x-mssante-trace : peer=10.6.6.6; mutual-tls=yes\r\n"
     raw = message(f"x@{DOMAIN_A}", MARTIN, "Trace")
     head, body = raw.split(b"\r\n\r\n", 1)
     forged_field = forged.replace(b"x-mssante-trace :", b"X-MSSante-Trace:")
-    replies = await _inbound(operator_b, space, _from_a(head + b"\r\n" + forged_field + b"\r\n" + body))
+    replies = await _inbound(
+        operator_b, space, _from_a(head + b"\r\n" + forged_field + b"\r\n" + body)
+    )
     assert replies[-1][0] == 250, replies
     stored = operator_b.store.read(operator_b.store.list_messages(MARTIN)[0].blob_sha256)
     trace = parse_trace(stored)
@@ -222,7 +230,10 @@ async def test_a_reused_message_id_does_not_make_mail_vanish(
     other = message(f"x@{DOMAIN_A}", MARTIN, "Second", message_id="<predit@a.mssante.test>")
     replies = await _inbound(operator_b, space, _from_a(first, other, first))
     assert [c for c, _ in replies] == [250] * 9
-    assert sorted(m.subject for m in operator_b.store.list_messages(MARTIN)) == ["Premier", "Second"]
+    assert sorted(m.subject for m in operator_b.store.list_messages(MARTIN)) == [
+        "Premier",
+        "Second",
+    ]
     dropped = _last(operator_b, "message.duplicate_dropped")
     assert dropped.target == MARTIN and dropped.context["message_id"] == "<predit@a.mssante.test>"
     assert _events(operator_b).count("message.duplicate_dropped") == 1
