@@ -26,6 +26,8 @@ PEER = "203.0.113.5"
 # What 30 attempts on one account get, one after the other or all at once: 0, then doubling from
 # 0.5 s, capped at 30 s.
 EXPECTED_30 = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0] + [CAP] * 23
+# Attempts in flight count once a failure is recorded: 30 at once after one failure.
+AFTER_ONE_30 = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0] + [CAP] * 24
 
 
 def _throttle(clock: FakeClock, allowance: int = 20) -> LoginThrottle:
@@ -47,6 +49,10 @@ class Sleeps:
 
     async def async_sleep(self, seconds: float) -> None:
         self(seconds)
+
+
+def _fail_once(throttle: LoginThrottle, account: str | None = LOGIN) -> None:
+    throttle.settle(throttle.reserve(account=account, address=PEER), Outcome.FAILED)
 
 
 def _service(
@@ -71,13 +77,24 @@ def _service(
 # -- the throttle's reservations ------------------------------------------------------------------
 def test_reservations_in_flight_count_as_failures() -> None:
     throttle = _throttle(FakeClock())
+    _fail_once(throttle)
     reservations = [throttle.reserve(account=LOGIN, address=f"192.0.2.{i}") for i in range(30)]
-    assert [r.delay for r in reservations] == EXPECTED_30
+    assert [r.delay for r in reservations] == AFTER_ONE_30
     assert throttle.in_flight() == 30
     for reservation in reservations:
         throttle.settle(reservation, Outcome.FAILED)
     assert throttle.in_flight() == 0
     assert throttle.delay(account=LOGIN) == CAP  # the reservations became 30 failures
+
+
+def test_parallel_logins_with_no_failure_are_not_slowed() -> None:
+    """A mail client opens several connections at once (Thunderbird, mbsync, software)."""
+    throttle = _throttle(FakeClock())
+    reservations = [throttle.reserve(account=LOGIN, address=PEER) for _ in range(50)]
+    assert {r.delay for r in reservations} == {0.0}
+    for reservation in reservations:
+        throttle.settle(reservation, Outcome.SUCCEEDED)
+    assert throttle.in_flight() == 0
 
 
 def test_sequential_attempts_get_the_same_delays() -> None:
@@ -92,6 +109,7 @@ def test_sequential_attempts_get_the_same_delays() -> None:
 
 def test_concurrent_threads_each_get_their_own_place() -> None:
     throttle = _throttle(FakeClock())
+    _fail_once(throttle)
     barrier = threading.Barrier(30)
     delays: list[float] = []
     lock = threading.Lock()
@@ -107,14 +125,14 @@ def test_concurrent_threads_each_get_their_own_place() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(delays) == EXPECTED_30
+    assert sorted(delays) == AFTER_ONE_30
 
 
 def test_success_withdraws_the_reservation_and_clears_the_account() -> None:
     throttle = _throttle(FakeClock(), allowance=0)
     wrong = throttle.reserve(account=LOGIN, address=PEER)
     right = throttle.reserve(account=LOGIN, address=PEER)
-    assert (wrong.delay, right.delay) == (0.0, BASE)  # the right one waits for the wrong one
+    assert (wrong.delay, right.delay) == (0.0, 0.0)  # no failure yet: not slowed
     throttle.settle(wrong, Outcome.FAILED)
     throttle.settle(right, Outcome.SUCCEEDED)
     assert throttle.in_flight() == 0
@@ -127,17 +145,18 @@ def test_a_success_withdraws_only_itself() -> None:
     first = throttle.reserve(account=LOGIN, address=PEER)
     second = throttle.reserve(account=LOGIN, address=PEER)
     throttle.settle(first, Outcome.SUCCEEDED)
-    assert throttle.delay(account=LOGIN) == BASE  # the second is still in flight
+    assert throttle.delay(account=LOGIN) == 0.0  # no failure: the second in flight is not one
     throttle.settle(second, Outcome.FAILED)
     assert throttle.delay(account=LOGIN) == BASE
 
 
 def test_an_abandoned_attempt_counts_for_nothing() -> None:
     throttle = _throttle(FakeClock(), allowance=0)
+    _fail_once(throttle)
     reservation = throttle.reserve(account=LOGIN, address=PEER)
-    assert throttle.delay(account=LOGIN, address=PEER) == BASE
+    assert throttle.delay(account=LOGIN, address=PEER) == 2 * BASE
     throttle.settle(reservation, Outcome.ABANDONED)
-    assert throttle.delay(account=LOGIN, address=PEER) == 0.0
+    assert throttle.delay(account=LOGIN, address=PEER) == BASE  # the one failure, no more
     assert throttle.in_flight() == 0
 
 
@@ -201,6 +220,7 @@ async def test_concurrent_wrong_passwords_wait_longer_and_longer(
     db: Database, tmp_path: Path
 ) -> None:
     throttle = _throttle(FakeClock())
+    _fail_once(throttle)
     sleeps = Sleeps()
     service = _service(db, tmp_path, throttle, sleeps)
     results = await asyncio.gather(
@@ -210,27 +230,29 @@ async def test_concurrent_wrong_passwords_wait_longer_and_longer(
         )
     )
     assert results == [None] * 30
-    # Before: 30 zero delays (each read "no failure yet"). Now the k-th waits as if the k-1
-    # before it had failed: strictly growing up to the cap.
-    assert sleeps.delays == EXPECTED_30
+    # Before: 30 delays of the one failure's 0.5 s. Now the k-th waits as if the k-1 before it
+    # had failed: strictly growing up to the cap.
+    assert sleeps.delays == AFTER_ONE_30
     assert throttle.in_flight() == 0
     assert throttle.delay(account=LOGIN) == CAP
 
 
 async def test_concurrent_totp_logins_are_throttled_too(db: Database, tmp_path: Path) -> None:
     throttle = _throttle(FakeClock())
+    _fail_once(throttle)
     sleeps = Sleeps()
     service = _service(db, tmp_path, throttle, sleeps)
     await asyncio.gather(
         *(service.check_password_totp_async(LOGIN, "wrong", "000000", PEER) for _ in range(5))
     )
-    assert sleeps.delays == EXPECTED_30[:5]
+    assert sleeps.delays == AFTER_ONE_30[:5]
 
 
 async def test_the_right_password_amid_wrong_ones_waits_then_clears(
     db: Database, tmp_path: Path
 ) -> None:
     throttle = _throttle(FakeClock())
+    _fail_once(throttle)
     sleeps = Sleeps()
     passwords = ["wrong one", "wrong two", PASSWORD, "wrong three"]
     everyone_reserved = asyncio.Event()
@@ -246,7 +268,7 @@ async def test_the_right_password_amid_wrong_ones_waits_then_clears(
         *(service.check_password_async(LOGIN, p, peer=PEER, protocol="imap") for p in passwords)
     )
     assert [r is not None for r in results] == [False, False, True, False]
-    assert sleeps.delays == [0.0, BASE, 2 * BASE, 4 * BASE]
+    assert sleeps.delays == [BASE, 2 * BASE, 4 * BASE, 8 * BASE]
     assert throttle.in_flight() == 0
     # The success cleared the failures recorded before it; the wrong attempts settled after it
     # (other threads, any order) are recorded since: at most the three of them.
@@ -358,6 +380,7 @@ async def test_concurrent_certificate_attempts_wait_longer_and_longer(
     db: Database, tmp_path: Path
 ) -> None:
     throttle = _throttle(FakeClock(), allowance=0)
+    _fail_once(throttle, account=None)
     sleeps = Sleeps()
     paths = TestPki.init(tmp_path / "pki").paths()
     trust = TrustStore.from_pem_files([paths.root], [paths.intermediates])
@@ -367,5 +390,5 @@ async def test_concurrent_certificate_attempts_wait_longer_and_longer(
     await asyncio.gather(
         *(logins.authenticate(None, None, peer=PEER, protocol="imap") for _ in range(10))
     )
-    assert sleeps.delays == EXPECTED_30[:10]
+    assert sleeps.delays == AFTER_ONE_30[:10]
     assert throttle.in_flight() == 0

@@ -152,7 +152,11 @@ class LoginThrottle:
         return float(min(self.cap, self.base * 2.0 ** min(beyond - 1, 64)))
 
     def _count(self, key: str) -> int:
-        return self._recent(key) + self._pending.get(key, 0)
+        """Recorded failures, and the attempts in flight once there is one: a mail client
+        opening several connections at once is not slowed, while guesses after a failure
+        wait as if each one in flight before them had failed."""
+        recent = self._recent(key)
+        return recent + self._pending.get(key, 0) if recent else 0
 
     def _recent(self, key: str) -> int:
         times = self._failures.get(key)

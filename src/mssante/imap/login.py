@@ -42,6 +42,7 @@ from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth.bearer import BearerValidator
 from mssante.auth.revocation import Credential, Grounds, delegation_ground, take_login
 from mssante.auth.service import AuthProtocol, AuthService
+from mssante.config import MimeSettings
 from mssante.imap.backend import Listings, MailboxRef, StoreSession
 from mssante.imap.mechanisms import ProvenLogin
 from mssante.imap.watch import FolderWatch
@@ -66,6 +67,7 @@ class ImapContext:
     listings: Listings  # the messages of listed folders, shared by the sessions
     bearer: BearerValidator | None = None  # set: XOAUTH2 and OAUTHBEARER are offered
     certificates: CertificateLogins | None = None  # set: EXTERNAL is offered
+    mime: MimeSettings = field(default_factory=MimeSettings)  # how deep a message is read
 
 
 def peer_address() -> str:
@@ -177,6 +179,7 @@ class StoreIdentity(IdentityInterface):
             self._ctx.bus,
             self._ctx.watch,
             self._ctx.listings,
+            self._ctx.mime,
         )
         with self._ctx.bus.watching(self.address):
             yield StoreSession(ref, self._config)

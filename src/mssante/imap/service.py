@@ -55,6 +55,7 @@ async def start_imap(parts: ImapParts) -> asyncio.Task[None] | None:
         listings=Listings(),
         bearer=parts.bearer,
         certificates=parts.certificates,
+        mime=parts.settings.mime,
     )
     tls = submission_context(parts.settings)
     greeting = f"{parts.settings.operator.name or 'MSSante'} IMAP4rev1 ready"
