@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -42,14 +43,33 @@ def drop_schema(schema: str) -> None:
 
 
 def free_port_block(size: int = 40) -> int:
-    """A base port whose next ``size`` ports are free on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + size < 65000 and all(_free(base + i) for i in range(size)):
+    """A base port whose next ``size`` ports are free on 127.0.0.1 right now.
+
+    The block is drawn below the kernel's ephemeral range: a port the kernel handed out for
+    ``bind(0)`` may be given again to any outgoing connection before the server binds it
+    (a webmail fixture lost port 56307 that way in CI). A block is not handed out twice in
+    one test process."""
+    low, high = _ports_below_ephemeral()
+    for _ in range(200):
+        base = _RANDOM.randrange(low, high - size)
+        block = range(base, base + size)
+        if _HANDED_OUT.isdisjoint(block) and all(_free(port) for port in block):
+            _HANDED_OUT.update(block)
             return base
     raise RuntimeError("no free block of ports")
+
+
+# Test-process bookkeeping only (the product keeps no module-level state).
+_RANDOM = random.Random(os.getpid() ^ time.time_ns())
+_HANDED_OUT: set[int] = set()
+
+
+def _ports_below_ephemeral() -> tuple[int, int]:
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    return 10000, max(first, 12000)
 
 
 def _free(port: int) -> bool:
