@@ -140,7 +140,7 @@ def test_revoked(fresh_pki: TestPki, crl_cache: CrlFactory) -> None:
     issued = fresh_pki.issue_server("revoked.example.fr", "1630013605", "X", "63")
     trust = trust_of(fresh_pki)
     assert check(issued.cert, Purpose.SERVER, trust, crl_cache(fresh_pki)).ok
-    fresh_pki.revoke(issued.cert, "keyCompromise", publish=False)
+    fresh_pki.revoke(issued.cert, "keyCompromise", publish=False, at=NOW)
     fresh_pki.publish_crls()
     result = check(issued.cert, Purpose.SERVER, trust, crl_cache(fresh_pki))
     refused(result, Failure.REVOKED)
