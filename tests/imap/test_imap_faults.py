@@ -205,6 +205,14 @@ class Clients:
         await self.process.wait()
 
 
+# These tests open many sessions of one account from 127.0.0.1 at once: above the caps a real
+# operator keeps (docs/security.md), which tests/imap/test_imap_hostile.py tests.
+_ONE_CLIENT_MANY_SESSIONS = {
+    "max_connections_per_address": 500,
+    "max_sessions_per_user_address": 500,
+}
+
+
 def _cheap_logins(monkeypatch: pytest.MonkeyPatch) -> None:
     """The account's password is re-hashed with these parameters at its first login
     (auth/passwords.py, needs_rehash), so the next logins cost milliseconds."""
@@ -239,7 +247,7 @@ async def test_many_idle_sessions_have_bounded_memory_and_end_at_idle_timeout(
     the server's code allocated for them is left."""
     count, idle_timeout = 100, 4.0
     _cheap_logins(monkeypatch)
-    limits = {"idle_timeout": idle_timeout, "poll_interval": 0.25}
+    limits = {"idle_timeout": idle_timeout, "poll_interval": 0.25, **_ONE_CLIENT_MANY_SESSIONS}
     async with running_operator(trust, tmp_path / "b", b_database, **limits) as op:
         await asyncio.to_thread(op.deliver, message("Compte rendu"))
         tracemalloc.start()
@@ -332,7 +340,9 @@ async def test_idle_for_hours_of_polls_does_not_grow(
 
     for name in calls:
         monkeypatch.setattr(Folders, name, counting(name))
-    async with running_operator(trust, tmp_path / "b", b_database, poll_interval=poll) as op:
+    async with running_operator(
+        trust, tmp_path / "b", b_database, poll_interval=poll, **_ONE_CLIENT_MANY_SESSIONS
+    ) as op:
         await asyncio.to_thread(op.deliver, message("Compte rendu"))
         clients = await Clients.start(op, count, "step")
         try:
@@ -410,7 +420,9 @@ async def test_idle_sessions_share_one_poll_and_one_periodic_listing(
 
     for name in calls:
         monkeypatch.setattr(Folders, name, counting(name))
-    async with running_operator(trust, tmp_path / "b", b_database, poll_interval=poll) as op:
+    async with running_operator(
+        trust, tmp_path / "b", b_database, poll_interval=poll, **_ONE_CLIENT_MANY_SESSIONS
+    ) as op:
         await asyncio.to_thread(op.deliver, message("Compte rendu"))
         clients = await Clients.start(op, count, "cycle", cycle=600)
         try:

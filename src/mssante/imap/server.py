@@ -8,7 +8,14 @@
   ``imap.max_literal_bytes`` is refused before a byte of it is read: a synchronizing literal
   gets its BAD [TOOBIG] instead of the "+" continuation (pymap's parser, RFC 9051 §7.1), a
   non-synchronizing one (LITERAL+, RFC 7888 §4) a BAD [TOOBIG] and the connection is closed,
-  since what follows cannot be told from commands.
+  since what follows cannot be told from commands. Before login a literal is at most
+  ``imap.max_preauth_literal_bytes`` (a LOGIN password; APPEND needs a login), and all the
+  literals of one command together at most ``imap.max_command_bytes``: the next one past it
+  gets BAD [TOOBIG] instead of "+" (a MULTIAPPEND-style stream of literals is stopped there).
+- Connection caps (``mssante.ops.connections``, docs/security.md): a listener holds at most
+  ``imap.max_connections``, an address at most ``imap.max_connections_per_address`` before
+  login, an account at most ``imap.max_sessions_per_user_address`` from one address; beyond,
+  ``* BYE [UNAVAILABLE]`` at connection, ``NO [LIMIT]`` at login (RFC 5530).
 - Timeouts: before login ``imap.login_timeout``, after it ``imap.command_timeout`` (RFC 9051
   §5.4: at least 30 minutes), a literal must arrive within ``imap.literal_timeout``, an IDLE
   lasts at most ``imap.idle_timeout`` (RFC 2177 §3: clients re-issue it every 29 minutes). The
@@ -52,6 +59,7 @@ from pymap.parsing.response import (
     ResponseBye,
     ResponseCode,
     ResponseContinuation,
+    ResponseNo,
     ResponseOk,
 )
 from pymap.selected import SelectedMailbox
@@ -71,6 +79,7 @@ from mssante.imap.backend import FetchPlan, StoreSession
 from mssante.imap.login import GroundedLogin, ImapContext, StoreIdentity, StoreLogin, peer_address
 from mssante.imap.mechanisms import CertificateOffered, ProvenLogin, TokenOffered
 from mssante.logging import get_logger
+from mssante.ops.connections import Caps, ConnectionGate, Full, Ticket
 
 T = TypeVar("T")
 _LITERAL = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?\n$")
@@ -137,6 +146,20 @@ class _Closing(EOFError):
     """The server has said BYE and closes the connection (pymap then just stops)."""
 
 
+class _CommandRefused(Exception):
+    """A command was answered BAD before all of it was read (a literal refused without "+"):
+    the next line read is a new command."""
+
+
+class TooManySessions(InvalidAuth):
+    """The account already holds ``imap.max_sessions_per_user_address`` sessions from this
+    address: the login is refused (RFC 5530 LIMIT); the credentials were right."""
+
+    def get_response(self, tag: bytes) -> ResponseNo:
+        text = b"Too many sessions of this account from this address."
+        return ResponseNo(tag, text, ResponseCode.of(b"LIMIT"))
+
+
 class Session(ConnectionState):
     """pymap's connection state, with TLS-first login and audited refusals."""
 
@@ -144,16 +167,27 @@ class Session(ConnectionState):
         super().__init__(login, config)
         self._ctx = ctx
         self.on_login: Callable[[Grounds], None] | None = None  # the connection registers
+        self.ticket: Ticket | None = None  # the connection's place in the listener's caps
 
     async def _login(self, creds: ServerCredentials) -> SessionInterface:
-        """pymap's login (0.36.7, pinned), then the session registered with what it rests on."""
+        """pymap's login (0.36.7, pinned), the account's place among its sessions from this
+        address, then the session registered with what it rests on."""
         stack = connection_exit.get()
         authenticated = await self.login.authenticate(creds)
         authorized = await self.login.authorize(authenticated, creds.authzid)
+        if isinstance(authorized, StoreIdentity):
+            await self._take_place(authorized)
         session = await stack.enter_async_context(authorized.new_session())
         if isinstance(authorized, StoreIdentity) and self.on_login is not None:
             self.on_login(authorized.grounds)
         return session
+
+    async def _take_place(self, identity: StoreIdentity) -> None:
+        ticket = self.ticket
+        if ticket is None or ticket.log_in(str(identity.caller.account_id)) is None:
+            return
+        await _audit_refusal(self._ctx, ticket.gate, ticket.address, Full.USER_ADDRESS)
+        raise TooManySessions()
 
     @property
     def logged_in(self) -> bool:
@@ -216,6 +250,8 @@ class Session(ConnectionState):
 class Limits:
     max_line: int
     max_literal: int
+    max_preauth_literal: int
+    max_command: int
     login_timeout: float
     command_timeout: float
     literal_timeout: float
@@ -226,6 +262,8 @@ class Limits:
         return cls(
             settings.max_line_bytes,
             settings.max_literal_bytes,
+            settings.max_preauth_literal_bytes,
+            settings.max_command_bytes,
             settings.login_timeout,
             settings.command_timeout,
             settings.literal_timeout,
@@ -252,6 +290,9 @@ class Connection(IMAPConnection):
         self._reading = False  # waiting for the client (between commands, in IDLE)
         self._registered: OpenSession | None = None
         self._ending: Ending | None = None  # what the session rested on was revoked
+        self._command_bytes = 0  # bytes of the command being read, its literals included
+        self._in_command = False  # reading a command (not an AUTHENTICATE or IDLE line)
+        self._command_tag: bytes | None = None  # its tag, from its first line
 
     async def run(self, state: ConnectionState) -> None:
         self._state = state if isinstance(state, Session) else None
@@ -265,6 +306,19 @@ class Connection(IMAPConnection):
     def _command_timeout(self) -> float:
         logged_in = self._state is not None and self._state.logged_in
         return self._limits.command_timeout if logged_in else self._limits.login_timeout
+
+    async def read_command(self, state: ConnectionState) -> Any:
+        """pymap's, with a fresh count of the command's literal bytes; a command refused
+        before it was all read is forgotten and the next line is a new command."""
+        while True:
+            self._command_bytes, self._command_tag = 0, None
+            self._in_command = True
+            try:
+                return await super().read_command(state)
+            except _CommandRefused:
+                continue
+            finally:
+                self._in_command = False
 
     async def readline(self) -> memoryview:
         if self._ending is not None:
@@ -280,24 +334,38 @@ class Connection(IMAPConnection):
 
     async def _read_command_line(self) -> memoryview:
         buf = bytearray(await self._line(self._command_timeout()))
+        if self._in_command and self._command_bytes == 0:  # a command's first line
+            self._command_tag = _tag(buf)
         while True:
             if not buf.endswith(b"\n"):
                 raise EOFError()
             literal = _LITERAL.search(buf)
             if literal is None:
+                self._command_bytes += len(buf)
                 return memoryview(buf)
-            size = int(literal.group(1))
-            if not literal.group(2):  # synchronizing: the client waits for our "+"
-                if size <= self._limits.max_literal:
+            size, synchronizing = int(literal.group(1)), not literal.group(2)
+            refusal = self._literal_refusal(len(buf), size)
+            if synchronizing:  # the client waits for our "+": refused, it is never sent
+                if refusal is None:
+                    self._command_bytes += len(buf)
                     return memoryview(buf)
-                await self._too_big(buf)  # no "+": the literal is never sent (RFC 7889 §3)
-                buf = bytearray(await self._line(self._command_timeout()))
-                continue
-            # LITERAL+ (RFC 7888): the client sends it without waiting
-            if size > self._limits.max_literal or len(buf) + size > self._total_limit():
-                await self._refuse(buf, "literal too large", ResponseCode.of(b"TOOBIG"))
+                await self._too_big(buf, refusal)
+            if refusal is not None:  # LITERAL+ (RFC 7888): already on its way
+                await self._refuse(buf, refusal, ResponseCode.of(b"TOOBIG"))
             buf += await self._timed(self.reader.readexactly(size), self._limits.literal_timeout)
             buf += await self._line(self._limits.literal_timeout)
+
+    def _literal_refusal(self, line: int, size: int) -> str | None:
+        """Why a literal of ``size`` bytes, announced after ``line`` bytes of its command, is
+        refused before a byte of it is read, or None."""
+        logged_in = self._state is not None and self._state.logged_in
+        if not logged_in and size > self._limits.max_preauth_literal:
+            return "literal too large before login"
+        if size > self._limits.max_literal:
+            return "literal too large"
+        if self._command_bytes + line + size > self._limits.max_command:
+            return "command too large"
+        return None
 
     # -- logins by token (XOAUTH2, OAUTHBEARER) and by certificate (EXTERNAL) -----------------------
     async def authenticate(
@@ -374,8 +442,9 @@ class Connection(IMAPConnection):
         super().close()
 
     async def read_continuation(self, literal_length: int) -> memoryview:
-        if literal_length > self._limits.max_literal:  # the parser checks first; belt and braces
+        if literal_length > self._limits.max_literal:  # checked when announced; belt and braces
             await self._refuse(bytearray(), "literal too large", ResponseCode.of(b"TOOBIG"))
+        self._command_bytes += literal_length
         extra = await self._timed(
             self.reader.readexactly(literal_length), self._limits.literal_timeout
         )
@@ -402,9 +471,6 @@ class Connection(IMAPConnection):
         if not self._said_bye:  # our own BYE already explains the disconnection
             await super().send_error_disconnect()
 
-    def _total_limit(self) -> int:
-        return self._limits.max_literal + self._limits.max_line
-
     async def _line(self, timeout: float) -> bytes:
         try:
             return await self._timed(self.reader.readline(), timeout)
@@ -421,18 +487,22 @@ class Connection(IMAPConnection):
             await self._bye(b"Autologout; idle for too long.", None)
             raise _Closing() from None
 
-    async def _too_big(self, line: bytearray) -> None:
-        """Answer a command whose synchronizing literal is too large; the session goes on."""
-        tag = _tag(line) or b"*"
-        text = b"Literal too large (APPENDLIMIT)."
+    async def _too_big(self, line: bytearray, reason: str) -> None:
+        """Answer a command whose synchronizing literal is refused; the session goes on with
+        the next command (RFC 7889 §3: no "+", so the client does not send the literal)."""
+        if not self._in_command:  # an AUTHENTICATE or IDLE line: nothing to go on with
+            await self._refuse(line, reason, ResponseCode.of(b"TOOBIG"))
+        await self._audit(AuditEvent.IMAP_REFUSED_PROTOCOL, {"reason": reason})  # before replying
+        tag = self._command_tag or b"*"
+        text = f"{reason[0].upper()}{reason[1:]} (APPENDLIMIT).".encode()
         await self.write_response(ResponseBad(tag, text, ResponseCode.of(b"TOOBIG")))
-        await self._audit(AuditEvent.IMAP_REFUSED_PROTOCOL, {"reason": "literal too large"})
+        raise _CommandRefused()
 
     async def _refuse(self, line: bytearray, reason: str, code: ResponseCode) -> None:
         """A tagged BAD for the command when its tag can be read, then BYE: the rest of the
         stream cannot be told from commands any more."""
         await self._audit(AuditEvent.IMAP_REFUSED_PROTOCOL, {"reason": reason})  # before replying
-        tag = _tag(line)
+        tag = (self._command_tag if self._in_command else None) or _tag(line)
         if tag is not None:
             await self.write_response(ResponseBad(tag, reason.encode(), code))
         await self._bye(reason.encode(), code)
@@ -447,6 +517,17 @@ class Connection(IMAPConnection):
         await self._ctx.audit(
             AuditRecord(event, actor=peer, target="", context={"peer": peer, **context})
         )
+
+
+async def _audit_refusal(ctx: ImapContext, gate: ConnectionGate, address: str, full: Full) -> None:
+    """``connection.refused`` for the 1st, 10th, 100th… refusal of a run (the gate counts)."""
+    if not gate.worth_auditing(address, full):
+        return
+    context = {"peer": address, "reason": full.value, "via": "imap"}
+    context["refused_so_far"] = str(gate.refusals(address, full))
+    await ctx.audit(
+        AuditRecord(AuditEvent.CONNECTION_REFUSED, actor=address, target="", context=context)
+    )
 
 
 def mechanisms_for(ctx: ImapContext) -> list[ServerMechanism]:
@@ -497,26 +578,59 @@ class Listener:
         self._login = StoreLogin(ctx, config)
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._log = get_logger("mssante.imap")
+        settings = config.settings
+        self.gate = ConnectionGate(
+            Caps(
+                settings.max_connections,
+                settings.max_connections_per_address,
+                settings.max_sessions_per_user_address,
+            )
+        )
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ticket = await self._admit(writer)
+        if ticket is None:
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections[task] = writer
         sock_info = SocketInfo.get(writer, None, unique_id=uuid4().bytes)
         try:
-            conn = Connection(self._config, reader, writer, sock_info, self._ctx)
-            async with AsyncExitStack() as stack:
-                connection_exit.set(stack)
-                stack.enter_context(closing(conn))
-                await conn.run(Session(self._login, self._config, self._ctx))
+            await self._serve(
+                Connection(self._config, reader, writer, sock_info, self._ctx), ticket
+            )
         except (ConnectionError, EOFError, ssl.SSLError, asyncio.CancelledError):
             pass
         except Exception:  # pymap said BYE [SERVERBUG]; the operator's log gets the rest
             self._log.exception("imap.connection_failed", peer=peer_address())
         finally:
+            ticket.close()
             if task is not None:
                 self._connections.pop(task, None)
             _release_transport(sock_info)
+
+    async def _serve(self, conn: Connection, ticket: Ticket) -> None:
+        session = Session(self._login, self._config, self._ctx)
+        session.ticket = ticket
+        async with AsyncExitStack() as stack:
+            connection_exit.set(stack)
+            stack.enter_context(closing(conn))
+            await conn.run(session)
+
+    async def _admit(self, writer: asyncio.StreamWriter) -> Ticket | None:
+        """The connection's ticket, or None once it has been told BYE [UNAVAILABLE] (RFC 5530:
+        the server cannot serve it now) and closed."""
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else "?"
+        admitted = self.gate.admit(address)
+        if isinstance(admitted, Ticket):
+            return admitted
+        await _audit_refusal(self._ctx, self.gate, address, admitted)
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            writer.write(b"* BYE [UNAVAILABLE] Too many connections; try again later.\r\n")
+            await writer.drain()
+        writer.close()
+        return None
 
     async def close_connections(self, timeout: float = 5.0) -> None:
         """Say BYE to every client (RFC 9051 §7.1.5) and wait for the connections to end."""

@@ -68,16 +68,37 @@ class ConnectionGate:
     _total: int = 0
     _anonymous: Counter[str] = field(default_factory=Counter)
     _users: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _refused: Counter[tuple[str, Full]] = field(default_factory=Counter)
 
     def admit(self, address: str) -> Ticket | Full:
         """A new connection from ``address``: its ticket, or why it is refused."""
+        full = self._full_for(address)
+        if full is not None:
+            self._refused[(address, full)] += 1
+            return full
+        self._total += 1
+        self._anonymous[address] += 1
+        for reason in Full:  # admitted again: the next refusal starts a new run
+            self._refused.pop((address, reason), None)
+        return Ticket(self, address)
+
+    def refusals(self, address: str, reason: Full) -> int:
+        """Refusals of ``address`` for ``reason`` since it was last admitted."""
+        return self._refused[(address, reason)]
+
+    def worth_auditing(self, address: str, reason: Full) -> bool:
+        """Whether this refusal is audited: the 1st, 10th, 100th… of a run, so that a client
+        hammering a full listener cannot turn each attempt into an audit row (the entry
+        carries the count so far)."""
+        count = self._refused[(address, reason)]
+        return count > 0 and str(count).rstrip("0") == "1"
+
+    def _full_for(self, address: str) -> Full | None:
         if self._total >= self.caps.total:
             return Full.LISTENER
         if self._anonymous[address] >= self.caps.per_address:
             return Full.ADDRESS
-        self._total += 1
-        self._anonymous[address] += 1
-        return Ticket(self, address)
+        return None
 
     @property
     def open(self) -> int:
@@ -87,6 +108,7 @@ class ConnectionGate:
         if ticket.closed or ticket.user == user:
             return None
         if self._users[(user, ticket.address)] >= self.caps.per_user_address:
+            self._refused[(ticket.address, Full.USER_ADDRESS)] += 1
             return Full.USER_ADDRESS
         self._leave(ticket)
         ticket.user = user
