@@ -19,10 +19,14 @@ from oidc_helpers import DUBOIS, MARTIN, World, password_form
 
 from mssante.auth.revocation import RevocationWatcher
 from mssante.auth.sasl import build_oauthbearer, build_xoauth2
+from mssante.config import SmtpSettings
 from mssante.operator.runtime import build_runtime, submission_parts
+from mssante.smtp.session import SessionLimits
 from mssante.smtp.submission import make_submission_protocol
 from mssante.tls import submission_context
 from support import free_port_block
+
+_LIMITS = SessionLimits.of(SmtpSettings())
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,12 @@ async def running_submission(
     loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(
-            make_submission_protocol(ctx, tls, implicit_tls=False, timeout=30), "127.0.0.1", base
+            make_submission_protocol(ctx, tls, implicit_tls=False, timeout=30, limits=_LIMITS),
+            "127.0.0.1",
+            base,
         ),
         await loop.create_server(
-            make_submission_protocol(ctx, tls, implicit_tls=True, timeout=30),
+            make_submission_protocol(ctx, tls, implicit_tls=True, timeout=30, limits=_LIMITS),
             "127.0.0.1",
             base + 1,
             ssl=tls,

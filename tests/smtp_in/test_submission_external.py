@@ -21,15 +21,19 @@ from smtp_helpers import Cert, Client, client_context, message
 from mssante.audit.events import Actor
 from mssante.audit.log import iter_entries
 from mssante.auth.certificates import CertificateBindings
+from mssante.config import SmtpSettings
 from mssante.operator.runtime import OperatorRuntime, submission_parts
 from mssante.ops.accounts import Accounts, NewApplication
 from mssante.pki.ca import IssuedPaths
+from mssante.smtp.session import SessionLimits
 from mssante.smtp.submission import make_submission_protocol
 from mssante.tls import submission_context
 from support import free_port_block
 
 APP = "automate@b.mssante.test"
 APP_STRUCT = "318310021300028"
+
+_LIMITS = SessionLimits.of(SmtpSettings())
 
 
 def _card(space: Space, **dates: dt.datetime) -> Cert:
@@ -268,7 +272,7 @@ async def _listener(
     context = submission_context(rt.settings)
     port = free_port_block(1)
     server = await asyncio.get_running_loop().create_server(
-        make_submission_protocol(ctx, context, implicit_tls=True, timeout=30),
+        make_submission_protocol(ctx, context, implicit_tls=True, timeout=30, limits=_LIMITS),
         "127.0.0.1",
         port,
         ssl=context if tls else None,

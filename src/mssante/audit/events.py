@@ -54,7 +54,8 @@ class AuditEvent(StrEnum):
     SMTP_REFUSED_TOO_LARGE = "smtp.refused_too_large"
     SMTP_REFUSED_PROTOCOL = "smtp.refused_protocol"  # bad sequence, syntax, unknown command
     SMTP_TIMEOUT = "smtp.timeout"
-    SMTP_RECIPIENTS_REFUSED = "smtp.recipients_refused"  # one entry per session: count, reasons
+    SMTP_RECIPIENTS_REFUSED = "smtp.recipients_refused"  # after the first: count, codes
+    SMTP_TOO_MANY_ERRORS = "smtp.too_many_errors"  # smtp.max_refused_commands: closed, 421
     SMTP_MESSAGE_ACCEPTED = "smtp.message_accepted"
     # Submission
     SUBMISSION_REFUSED_SENDER = "submission.refused_sender"

@@ -46,6 +46,7 @@ from mssante.queue.delivery import DeliveryService
 from mssante.queue.store import enqueue
 from mssante.runtime import Node, open_node
 from mssante.smtp.inbound import InboundContext, make_inbound_protocol
+from mssante.smtp.session import SessionLimits
 from mssante.smtp.submission import SubmissionContext, make_submission_protocol
 from mssante.store.group_commit import GroupCommitter
 from mssante.tls import inbound_context, submission_context
@@ -235,16 +236,24 @@ async def start_listeners(rt: OperatorRuntime) -> None:
     loop = asyncio.get_running_loop()
     inbound, submission = inbound_parts(rt), submission_parts(rt)
     tls_in, tls_sub = inbound_context(rt.settings), submission_context(rt.settings)
-    timeout = smtp.command_timeout
+    timeout, limits = smtp.command_timeout, SessionLimits.of(smtp)
     listeners: list[tuple[Callable[[], Any], int, Any]] = [
-        (make_inbound_protocol(inbound, tls_in, timeout=timeout), smtp.inbound_port, None),
         (
-            make_submission_protocol(submission, tls_sub, implicit_tls=False, timeout=timeout),
+            make_inbound_protocol(inbound, tls_in, timeout=timeout, limits=limits),
+            smtp.inbound_port,
+            None,
+        ),
+        (
+            make_submission_protocol(
+                submission, tls_sub, implicit_tls=False, timeout=timeout, limits=limits
+            ),
             smtp.submission_port,
             None,
         ),
         (
-            make_submission_protocol(submission, tls_sub, implicit_tls=True, timeout=timeout),
+            make_submission_protocol(
+                submission, tls_sub, implicit_tls=True, timeout=timeout, limits=limits
+            ),
             smtp.submissions_port,
             tls_sub,
         ),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field, replace
 from email.message import Message
@@ -202,12 +203,20 @@ class Acceptance:
         return await self._refused(origin, refusal, sender)
 
     # -- stage 2: recipients -------------------------------------------------------------------
-    async def check_recipient(self, origin: Origin, address: str, already: int) -> Refusal | None:
-        """``address`` as the recipient after ``already`` accepted ones."""
+    async def check_recipient(
+        self, origin: Origin, address: str, already: int, tally: RecipientTally | None = None
+    ) -> Refusal | None:
+        """``address`` as the recipient after ``already`` accepted ones. With a ``tally`` (an
+        SMTP session's), only the first refusal is audited in detail, the next are counted
+        there for one summary entry (10,000 pipelined RCPT must not write 10,000 rows)."""
         refusal = _count(already, self.ctx.limits.max_recipients)
         if refusal is None:
             refusal = await self._recipient(origin, address)
-        return None if refusal is None else await self._refused(origin, refusal, address)
+        if refusal is None:
+            return None
+        if tally is not None and tally.count(refusal, address):
+            return refusal
+        return await self._refused(origin, refusal, address)
 
     async def _recipient(self, origin: Origin, address: str) -> Refusal | None:
         domain = domain_of(address)
@@ -404,6 +413,33 @@ class Acceptance:
         }
         await self.ctx.audit(AuditRecord(refusal.event, origin.actor, target, context))
         return refusal
+
+
+@dataclass
+class RecipientTally:
+    """The recipients refused in one transaction: the first is audited in detail, the others
+    only counted (:meth:`count`), then summed up in one entry (:meth:`summary`)."""
+
+    refused: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    sample: list[str] = field(default_factory=list)
+
+    def count(self, refusal: Refusal, address: str) -> bool:
+        """Note a refusal; True when it is only counted (not the transaction's first)."""
+        self.refused += 1
+        if self.refused == 1:
+            return False
+        self.codes[refusal.code or str(refusal.reply.code)] += 1
+        if len(self.sample) < 5:
+            self.sample.append(address[:200])
+        return True
+
+    def summary(self) -> dict[str, str] | None:
+        """The context of the summary entry, or None when nothing was only counted."""
+        if self.refused < 2:
+            return None
+        codes = ",".join(f"{code}:{n}" for code, n in sorted(self.codes.items()))
+        return {"refused": str(self.refused), "codes": codes, "sample": " ".join(self.sample)}
 
 
 class Reports:

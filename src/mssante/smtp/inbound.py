@@ -29,7 +29,7 @@ from mssante.pki.truststore import TrustStore
 from mssante.pki.verify import Purpose, VerificationResult, verify_certificate
 from mssante.smtp import replies
 from mssante.smtp.policy import check_peer_certificate, check_sender_domain
-from mssante.smtp.session import MssSMTP
+from mssante.smtp.session import Guard, MssSMTP, SessionLimits
 from mssante.tls import peer_certificate, tls_description
 from mssante.trust.model import Whitelist
 
@@ -113,7 +113,9 @@ class InboundHandler:
         options: list[str],
     ) -> str:
         origin = await self._origin(session)
-        refusal = await self.ctx.acceptance.check_recipient(origin, address, len(envelope.rcpt_tos))
+        refusal = await self.ctx.acceptance.check_recipient(
+            origin, address, len(envelope.rcpt_tos), server.recipients
+        )
         if refusal is not None:
             server.refusal_audited = True  # by the acceptance path
             return refusal.reply.render(utf8=_utf8(envelope))
@@ -197,34 +199,37 @@ class InboundHandler:
         server.refusal_audited = True
         return str(refusal.reply)
 
-    async def handle_exception(self, error: Exception) -> str:
+    async def handle_exception(self, error: Exception, peer: str = "?") -> str:
         """Errors that escaped a stage, including a failed TLS handshake (an untrusted
-        certificate: see docs/decisions/0003-inbound-tls-refusals.md)."""
+        certificate: see docs/decisions/0003-inbound-tls-refusals.md); ``peer``: the client's
+        address (MssSMTP passes it), the audit entry's actor as for every refusal."""
         cause = error.__cause__ or error
         self.log.warning(
-            "inbound session error", error=type(cause).__name__, detail=str(cause)[:300]
+            "inbound session error", error=type(cause).__name__, detail=str(cause)[:300], peer=peer
         )
+        tls = "TLS" in type(error).__name__
         await self.ctx.audit(
             AuditRecord(
-                AuditEvent.SMTP_TLS_FAILED
-                if "TLS" in type(error).__name__
-                else AuditEvent.SMTP_REFUSED_PROTOCOL,
-                actor="?",
+                AuditEvent.SMTP_TLS_FAILED if tls else AuditEvent.SMTP_REFUSED_PROTOCOL,
+                actor=peer,
                 target="",
-                context={"error": type(cause).__name__, "detail": str(cause)[:300]},
+                context={"peer": peer, "error": type(cause).__name__, "detail": str(cause)[:300]},
             )
         )
         return "421 4.3.0 Service not available, closing transmission channel"
 
 
 def make_inbound_protocol(
-    ctx: InboundContext, tls_context: Any, *, timeout: float
+    ctx: InboundContext, tls_context: Any, *, timeout: float, limits: SessionLimits
 ) -> Callable[[], SMTP]:
+    """The protocol factory of one inbound listener (one gate for its connections)."""
     handler = InboundHandler(ctx)
+    guard = Guard.of(limits, "inbound", ctx.audit)
 
     def factory() -> SMTP:
         return MssSMTP(
             handler,
+            guard=guard,
             audit_hook=_audit_hook(ctx),
             hostname=ctx.hostname,
             ident="mssante",

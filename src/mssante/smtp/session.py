@@ -10,6 +10,13 @@ the account, the password, app password, token or certificate the login layer no
 delegation of the account, since the session keeps the addresses it may send as). When any of
 it is revoked the server says ``421 4.7.0`` and closes (RFC 5321 §3.8: a server may close with
 421 at any time; RFC 3463 X.7.0), at once — or right after the reply to a DATA being stored.
+
+Hostile clients (docs/security.md): each listener's connections pass its
+:class:`~mssante.ops.connections.ConnectionGate` (beyond its caps, ``421 4.7.0`` instead of the
+greeting; a login beyond the account's sessions from its address, ``454 4.7.0``, RFC 4954 §6),
+and a session whose commands were refused ``smtp.max_refused_commands`` times is closed with
+``421 4.7.0`` (as Postfix's ``smtpd_hard_error_limit``). Refused recipients are audited once in
+detail and then counted: one ``smtp.recipients_refused`` entry per transaction.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ from base64 import b64decode
 from binascii import Error as Base64Error
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 
-from mssante.audit.events import AuditEvent
+from mssante.audit.events import AuditEvent, AuditRecord
 from mssante.auth import sasl
 from mssante.auth.revocation import (
     ANY,
@@ -34,6 +42,9 @@ from mssante.auth.revocation import (
     SessionRegistry,
     take_login,
 )
+from mssante.config import SmtpSettings
+from mssante.ops.acceptance import RecipientTally
+from mssante.ops.connections import Caps, ConnectionGate, Full, Ticket
 
 # (event, reply line, session) -> awaitable that records the audit entry.
 AuditHook = Callable[[AuditEvent, str, Any], Coroutine[Any, Any, None]]
@@ -53,6 +64,46 @@ BEARER_LINE_LIMIT = 12288
 
 _PENDING = "mssante:pending-password-check"
 _INVALID = "535 5.7.8"  # RFC 4954 §6: authentication credentials invalid
+# RFC 5321 §3.8 and §4.2.3 (421: closing the channel); RFC 3463 X.7.0 (security or policy).
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+TOO_MANY_ERRORS = "421 4.7.0 Too many refused commands, closing connection"
+# RFC 4954 §6: 454 4.7.0 "Temporary authentication failure".
+TOO_MANY_SESSIONS = "454 4.7.0 Too many sessions of this account from this address"
+# (event, context) -> awaitable that records an audit entry whose actor is the peer.
+PeerAudit = Callable[[AuditEvent, dict[str, str]], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """One listener's bounds on its clients (docs/security.md)."""
+
+    caps: Caps
+    max_refused_commands: int
+
+    @classmethod
+    def of(cls, smtp: SmtpSettings) -> SessionLimits:
+        caps = Caps(
+            smtp.max_connections,
+            smtp.max_connections_per_address,
+            smtp.max_sessions_per_user_address,
+        )
+        return cls(caps, smtp.max_refused_commands)
+
+
+@dataclass
+class Guard:
+    """What one listener shares between its sessions: its gate and its limits."""
+
+    limits: SessionLimits
+    gate: ConnectionGate
+    via: str  # "inbound" or "submission", in the audit entries
+    audit: Callable[[AuditRecord], Awaitable[Any]]
+
+    @classmethod
+    def of(
+        cls, limits: SessionLimits, via: str, audit: Callable[[AuditRecord], Awaitable[Any]]
+    ) -> Guard:
+        return cls(limits, ConnectionGate(limits.caps), via, audit)
 
 
 class MssSMTP(SMTP):
@@ -65,9 +116,15 @@ class MssSMTP(SMTP):
         bearer_check: BearerCheck | None = None,
         certificate_check: CertificateCheck | None = None,
         sessions: SessionRegistry | None = None,
+        guard: Guard | None = None,
         **kwargs: Any,
     ) -> None:
         self._audit_hook = audit_hook
+        self._guard = guard
+        self._ticket: Ticket | Full | None = None  # the gate's answer, at the connection
+        self._refused_commands = 0
+        self._closing = False  # said 421: what the client sends next is not answered
+        self.recipients = RecipientTally()  # this transaction's refused recipients
         self._password_check = password_check
         self._bearer_check = bearer_check
         self._certificate_check = certificate_check
@@ -90,6 +147,9 @@ class MssSMTP(SMTP):
             self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit, limits)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._guard is not None and self._ticket is None:  # not again after STARTTLS
+            peer = transport.get_extra_info("peername")
+            self._ticket = self._guard.gate.admit(str(peer[0]) if peer else "?")
         super().connection_made(transport)
         if self._bearer_check is not None:  # room for an AUTH line carrying a token
             self._reader._limit = BEARER_LINE_LIMIT  # type: ignore[attr-defined]
@@ -108,20 +168,115 @@ class MssSMTP(SMTP):
             self._auth_methods.pop(EXTERNAL, None)
 
     async def push(self, status: AnyStr) -> None:
+        if self._closing:
+            return
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
         if line.startswith(_AIOSMTPD_SIZE_EXCEEDED):  # aiosmtpd's words lack RFC 3463's code
             line = str(SIZE_EXCEEDED)
-        if line[:1] in ("4", "5") and not line.startswith(("421", "454")):
+        refused = line[:1] in ("4", "5") and not line.startswith(("421", "454"))
+        if refused:
             if self.refusal_audited:
                 self.refusal_audited = False
             else:  # audited before the client reads the reply
                 await self._audit_hook(_protocol_event(line, self), line, self.session)
         await super().push(line)
+        if refused:
+            await self._count_refusal()
+
+    async def _count_refusal(self) -> None:
+        """The ``smtp.max_refused_commands``-th refusal of the session closes it with 421."""
+        self._refused_commands += 1
+        limit = self._guard.limits.max_refused_commands if self._guard else None
+        if limit is None or self._refused_commands < limit or self.transport is None:
+            return
+        await self._flush_recipients()
+        await self._peer_audit(AuditEvent.SMTP_TOO_MANY_ERRORS, {"refused": str(limit)})
+        await super().push(TOO_MANY_ERRORS)
+        self._closing = True
+        self.transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._registered is not None:
             self._registered.close()
+        if isinstance(self._ticket, Ticket):
+            self._ticket.close()
         super().connection_lost(error)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's, with the client's address for the handler's audit entry."""
+        handler = getattr(self.event_handler, "handle_exception", None)
+        if handler is None:
+            return await super().handle_exception(error)
+        status: str = await handler(error, peer=self._peer())
+        return status
+
+    # -- the listener's caps: at the connection, at the login ----------------------------------
+    async def _handle_client(self) -> None:
+        try:
+            if isinstance(self._ticket, Full):
+                await self._refuse_connection(self._ticket)
+                return
+            await super()._handle_client()
+        finally:
+            await self._flush_recipients()
+
+    async def _refuse_connection(self, full: Full) -> None:
+        """421 instead of the greeting (RFC 5321 §3.1: a server may refuse a connection so)."""
+        assert self._guard is not None and self.transport is not None
+        address = self._peer()
+        gate = self._guard.gate
+        if gate.worth_auditing(address, full):
+            context = {"reason": full.value, "refused_so_far": str(gate.refusals(address, full))}
+            await self._peer_audit(AuditEvent.CONNECTION_REFUSED, context)
+        await super().push(TOO_MANY_CONNECTIONS)
+        self._closing = True
+        self.transport.close()
+
+    async def _take_place(self, account: str) -> bool:
+        """The account's place among its sessions from this address; False (and 454 said)
+        when it has none left: the login is refused though its credentials were right."""
+        if not isinstance(self._ticket, Ticket) or self._ticket.log_in(account) is None:
+            return True
+        assert self._guard is not None
+        gate, address = self._guard.gate, self._ticket.address
+        if gate.worth_auditing(address, Full.USER_ADDRESS):
+            context = {
+                "reason": Full.USER_ADDRESS.value,
+                "refused_so_far": str(gate.refusals(address, Full.USER_ADDRESS)),
+            }
+            await self._peer_audit(AuditEvent.CONNECTION_REFUSED, context)
+        await self.push(TOO_MANY_SESSIONS)
+        return False
+
+    async def _logged_in(self, account: str) -> AuthResult:
+        """A login whose credentials were right: the session is registered, or refused when
+        the account has no place left from this address."""
+        if not await self._take_place(account):
+            take_login()  # forget the note of the refused login
+            return AuthResult(success=False, handled=True)
+        self._rest_on_login()
+        return AuthResult(success=True, auth_data=account)
+
+    async def _flush_recipients(self) -> None:
+        """One entry for the recipients refused after the first of the transaction (the first
+        is audited in detail by the acceptance path)."""
+        summary = self.recipients.summary()
+        self.recipients = RecipientTally()
+        if summary is not None:
+            await self._peer_audit(AuditEvent.SMTP_RECIPIENTS_REFUSED, summary)
+
+    async def _peer_audit(self, event: AuditEvent, context: dict[str, str]) -> None:
+        if self._guard is None:
+            return
+        peer = self._peer()
+        record = AuditRecord(
+            event, actor=peer, target="", context={"peer": peer, "via": self._guard.via, **context}
+        )
+        await self._guard.audit(record)
+
+    def _peer(self) -> str:
+        peer = self.session.peer if self.session is not None else None
+        return str(peer[0]) if peer else "?"
 
     # -- the session's lifetime: registered after AUTH, ended on revocation ----------------------
     def _rest_on_login(self) -> None:
@@ -184,6 +339,7 @@ class MssSMTP(SMTP):
 
     async def _data_received(self) -> None:
         assert self.envelope is not None
+        await self._flush_recipients()  # the transaction's recipients are all known
         data = await self._read_data()
         if data is None:
             await self.push("552 5.3.4 Error: Too much mail data")
@@ -246,8 +402,7 @@ class MssSMTP(SMTP):
             note = take_login()  # the right main password of a TOTP account: say what to do
             hint = f"{_INVALID} {note.hint}" if note is not None and note.hint else None
             return AuthResult(success=False, handled=False, message=hint)
-        self._rest_on_login()
-        return AuthResult(success=True, auth_data=account)
+        return await self._logged_in(account)
 
     # -- AUTH with an OAuth 2.0 access token (docs/oidc.md) --------------------------------------
     async def auth_XOAUTH2(self, _: Any, args: list[str]) -> AuthResult:
@@ -272,8 +427,7 @@ class MssSMTP(SMTP):
         peer = str(self.session.peer[0]) if self.session and self.session.peer else "?"
         login = await self._bearer_check(credentials.token, credentials.login, peer)
         if login is not None:
-            self._rest_on_login()
-            return AuthResult(success=True, auth_data=login)
+            return await self._logged_in(login)
         self.refusal_audited = True  # the check audited the failure itself
         # RFC 7628 §3.2.2: the error as a challenge; the client's dummy answer (§3.2.3) ends it.
         answer = await self.challenge_auth(sasl.error_challenge())
@@ -301,8 +455,7 @@ class MssSMTP(SMTP):
         if login is None:
             self.refusal_audited = True  # the check audited the failure itself
             return AuthResult(success=False, handled=False)
-        self._rest_on_login()
-        return AuthResult(success=True, auth_data=login)
+        return await self._logged_in(login)
 
     async def _initial_response(self, args: list[str]) -> bytes | None:
         """The initial response on the AUTH line (RFC 4954 §4; "=" is an empty one), else the

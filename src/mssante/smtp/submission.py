@@ -29,7 +29,7 @@ from mssante.logging import get_logger
 from mssante.mail.trace import TraceFacts, new_queue_id, received_header
 from mssante.ops.acceptance import Acceptance, Door, MessageRefused, Origin
 from mssante.smtp import replies
-from mssante.smtp.session import MssSMTP
+from mssante.smtp.session import Guard, MssSMTP, SessionLimits
 from mssante.tls import peer_chain, tls_description
 
 AuditAsync = Callable[[AuditRecord], Any]
@@ -117,7 +117,7 @@ class SubmissionHandler:
         options: list[str],
     ) -> str:
         refusal = await self.ctx.acceptance.check_recipient(
-            _origin(session), address, len(envelope.rcpt_tos)
+            _origin(session), address, len(envelope.rcpt_tos), server.recipients
         )
         if refusal is not None:
             server.refusal_audited = True
@@ -159,8 +159,8 @@ class SubmissionHandler:
         )
         return received_header(facts, queue_id)
 
-    async def handle_exception(self, error: Exception) -> str:
-        self.log.warning("submission session error", error=type(error).__name__)
+    async def handle_exception(self, error: Exception, peer: str = "?") -> str:
+        self.log.warning("submission session error", error=type(error).__name__, peer=peer)
         return "421 4.3.0 Service not available, closing transmission channel"
 
 
@@ -181,9 +181,16 @@ def _login(session: Session) -> str | None:
 
 
 def make_submission_protocol(
-    ctx: SubmissionContext, tls_context: Any, *, implicit_tls: bool, timeout: float
+    ctx: SubmissionContext,
+    tls_context: Any,
+    *,
+    implicit_tls: bool,
+    timeout: float,
+    limits: SessionLimits,
 ) -> Callable[[], SMTP]:
+    """The protocol factory of one submission listener (one gate for its connections)."""
     handler = SubmissionHandler(ctx)
+    guard = Guard.of(limits, "submission", ctx.audit)
 
     async def audit_hook(event: AuditEvent, line: str, session: Any) -> None:
         peer = str(session.peer[0]) if session is not None and session.peer else "?"
@@ -202,6 +209,7 @@ def make_submission_protocol(
     def _protocol() -> SMTP:
         return MssSMTP(
             handler,
+            guard=guard,
             audit_hook=audit_hook,
             sessions=ctx.auth.sessions,  # each login registered on what it rests on
             password_check=handler.check_password,
